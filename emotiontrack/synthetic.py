@@ -1,0 +1,98 @@
+"""Synthetic test clips: face pictures moving over a background, with known truth.
+
+Used by the demo, the tests and the benchmarks, so that every clip is built in code (no media files
+are shipped). A `Sprite` is a picture with a path over time; `write_clip` encodes the frames with
+ffmpeg (H.264, optional sine-tone audio) and returns, per frame, where each sprite was.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from emotiontrack._ffmpeg import ffmpeg_path
+
+
+@dataclass(frozen=True)
+class Sprite:
+    """A picture whose top-left corner is at `position(t)` (pixels), or hidden where it returns None.
+
+    `picture(t)` may return a different image over time (a face changing expression).
+    """
+
+    picture: Callable[[float], NDArray[np.uint8]]
+    position: Callable[[float], tuple[float, float] | None]
+    name: str = ""
+
+
+def linear_path(start: tuple[float, float], end: tuple[float, float], duration_s: float,
+                hidden: Sequence[tuple[float, float]] = (), appears_s: float = 0.0):
+    """Straight-line motion from start to end over duration_s; hidden during the given (from, to) spans."""
+
+    def position(t: float) -> tuple[float, float] | None:
+        if t < appears_s or any(a <= t < b for a, b in hidden):
+            return None
+        u = min(max(t / duration_s, 0.0), 1.0)
+        return start[0] + (end[0] - start[0]) * u, start[1] + (end[1] - start[1]) * u
+
+    return position
+
+
+def render(size: tuple[int, int], sprites: Sequence[Sprite], t: float, background: int = 70) -> tuple[NDArray[np.uint8], list]:
+    """One RGB frame (height, width, 3) and the boxes [(name, x1, y1, x2, y2)] of the visible sprites."""
+    width, height = size
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[:] = np.linspace(background - 20, background + 20, width, dtype=np.float32).astype(np.uint8)[None, :, None]
+    boxes = []
+    for sprite in sprites:
+        where = sprite.position(t)
+        if where is None:
+            continue
+        image = sprite.picture(t)
+        x, y = int(round(where[0])), int(round(where[1]))
+        h, w = image.shape[:2]
+        x1, y1, x2, y2 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+        if x2 <= x1 or y2 <= y1:
+            continue
+        frame[y1:y2, x1:x2] = image[y1 - y : y2 - y, x1 - x : x2 - x]
+        boxes.append((sprite.name, x1, y1, x2, y2))
+    return frame, boxes
+
+
+def write_clip(path: Path, sprites: Sequence[Sprite], size: tuple[int, int] = (1280, 720), fps: Fraction | int = 25,
+               duration_s: float = 4.0, audio: bool = False, codec: Sequence[str] = ("-c:v", "libx264", "-preset", "ultrafast")) -> list[list]:
+    """Encode the clip; returns the visible boxes for every frame."""
+    fps = Fraction(fps)
+    n_frames = int(round(duration_s * fps))
+    args = [ffmpeg_path(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size[0]}x{size[1]}",
+            "-r", str(fps), "-i", "-"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={duration_s}", "-c:a", "aac", "-shortest"]
+    args += [*codec, "-pix_fmt", "yuv420p", str(path)]
+    truth = []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with subprocess.Popen(args, stdin=subprocess.PIPE) as proc:
+        for i in range(n_frames):
+            frame, boxes = render(size, sprites, float(i / fps))
+            proc.stdin.write(frame.tobytes())
+            truth.append(boxes)
+        proc.stdin.close()
+        if proc.wait() != 0:
+            raise RuntimeError(f"ffmpeg failed to write {path}")
+    return truth
+
+
+def astronaut_face(size: int = 240, mirrored: bool = False) -> NDArray[np.uint8]:
+    """The face and shoulders of scikit-image's astronaut photograph, square, `size` pixels."""
+    import cv2
+    from skimage import data
+
+    image = data.astronaut()[10:330, 70:390]  # 320x320 around the face
+    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(image[:, ::-1]) if mirrored else image

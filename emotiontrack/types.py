@@ -1,0 +1,126 @@
+"""Records passed between pipeline stages: small, frozen, column-oriented.
+
+decode -> Frame;  detect -> Faces (track_id = -1, probs = NaN);  track -> Faces (track_id set);
+classify -> Faces (probs set).  Each stage returns a new record (`dataclasses.replace`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+
+@dataclass(frozen=True, slots=True)
+class VideoInfo:
+    """What ffprobe says about an input (or what an image folder holds)."""
+
+    path: Path
+    width: int  # as displayed: rotation already applied
+    height: int
+    fps: Fraction  # average frame rate, e.g. 30000/1001; Fraction(0) for image folders
+    duration_s: float  # NaN where unknown (image folders)
+    n_frames: int | None  # container estimate; may be wrong or missing
+    rotation: int = 0  # degrees the decoder rotates frames to display them
+    audio_codec: str | None = None  # first audio stream's codec, None without audio
+    is_image_folder: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded frame: its index in the source stream, its presentation time, RGB pixels."""
+
+    index: int
+    time_s: float
+    rgb: NDArray[np.uint8] = field(repr=False)  # (H, W, 3) RGB
+    name: str | None = None  # file name, for frames that come from an image folder
+
+
+def _check(name: str, array: np.ndarray, shape: tuple[int | None, ...]) -> None:
+    if array.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, array.shape)):
+        raise ValueError(f"Faces.{name} must have shape {shape}, got {array.shape}")
+
+
+@dataclass(frozen=True, slots=True)
+class Faces:
+    """The faces in one frame, as parallel arrays; len() is the number of faces.
+
+    xyxy (n, 4) float32 pixels of the source frame, clipped to it; score (n,) float32 detector
+    probability; landmarks (n, 5, 2) float32 eyes, nose, mouth corners; track_id (n,) int64, -1 before
+    tracking; probs (n, len(EMOTIONS)) float32 in EMOTIONS order, NaN before classification.
+    """
+
+    frame_index: int
+    time_s: float
+    xyxy: NDArray[np.float32]
+    score: NDArray[np.float32]
+    landmarks: NDArray[np.float32]
+    track_id: NDArray[np.int64]
+    probs: NDArray[np.float32]
+
+    def __post_init__(self) -> None:
+        n = len(self.xyxy)
+        _check("xyxy", self.xyxy, (n, 4))
+        _check("score", self.score, (n,))
+        _check("landmarks", self.landmarks, (n, 5, 2))
+        _check("track_id", self.track_id, (n,))
+        _check("probs", self.probs, (n, len(EMOTIONS)))
+
+    @classmethod
+    def from_boxes(
+        cls,
+        frame_index: int,
+        time_s: float,
+        xyxy: NDArray,
+        score: NDArray,
+        landmarks: NDArray | None = None,
+    ) -> Faces:
+        """New, untracked and unclassified faces."""
+        n = len(xyxy)
+        return cls(
+            frame_index=frame_index,
+            time_s=time_s,
+            xyxy=np.asarray(xyxy, np.float32).reshape(n, 4),
+            score=np.asarray(score, np.float32).reshape(n),
+            landmarks=np.full((n, 5, 2), np.nan, np.float32) if landmarks is None
+            else np.asarray(landmarks, np.float32).reshape(n, 5, 2),
+            track_id=np.full(n, -1, np.int64),
+            probs=np.full((n, len(EMOTIONS)), np.nan, np.float32),
+        )
+
+    @classmethod
+    def empty(cls, frame_index: int = -1, time_s: float = float("nan")) -> Faces:
+        return cls.from_boxes(frame_index, time_s, np.empty((0, 4)), np.empty(0))
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def __getitem__(self, index: NDArray[np.bool_] | NDArray[np.integer] | list[int] | slice) -> Faces:
+        """Select faces by boolean mask, integer indices or slice: `faces[faces.score > 0.9]`."""
+        if isinstance(index, int):
+            index = [index]
+        return replace(
+            self,
+            xyxy=self.xyxy[index],
+            score=self.score[index],
+            landmarks=self.landmarks[index],
+            track_id=self.track_id[index],
+            probs=self.probs[index],
+        )
+
+    @property
+    def width(self) -> NDArray[np.float32]:
+        return self.xyxy[:, 2] - self.xyxy[:, 0]
+
+    @property
+    def height(self) -> NDArray[np.float32]:
+        return self.xyxy[:, 3] - self.xyxy[:, 1]
+
+    @property
+    def center(self) -> NDArray[np.float32]:
+        return (self.xyxy[:, :2] + self.xyxy[:, 2:]) / 2

@@ -1,0 +1,85 @@
+"""Turn per-frame Faces into a tidy table and write it as Parquet, atomically.
+
+One row per (analysed frame, face), with exactly the columns of TIMELINE_SCHEMA first. Run facts and
+settings go into the Parquet schema metadata (flat string keys that pyarrow, pandas and DuckDB show).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from emotiontrack.types import EMOTIONS, Faces
+
+TIMELINE_SCHEMA = pa.schema(
+    [
+        ("video", pa.string()),
+        ("frame", pa.int64()),
+        ("time_s", pa.float64()),
+        ("face_id", pa.int64()),
+        ("x1", pa.float32()),
+        ("y1", pa.float32()),
+        ("x2", pa.float32()),
+        ("y2", pa.float32()),
+        ("det_score", pa.float32()),
+        *[(name, pa.float32()) for name in EMOTIONS],
+        ("emotion", pa.string()),
+    ]
+)
+
+
+def to_table(video: str, faces_per_frame: Sequence[Faces], metadata: dict[str, object] | None = None) -> pa.Table:
+    """The timeline table; `metadata` values are stored as strings (JSON for non-strings)."""
+    faces = [f for f in faces_per_frame if len(f)]
+    n = sum(len(f) for f in faces)
+    xyxy = np.concatenate([f.xyxy for f in faces]) if faces else np.empty((0, 4), np.float32)
+    probs = np.concatenate([f.probs for f in faces]) if faces else np.empty((0, len(EMOTIONS)), np.float32)
+    columns = {
+        "video": pa.array([video] * n, pa.string()),
+        "frame": np.concatenate([np.full(len(f), f.frame_index, np.int64) for f in faces]) if faces else np.empty(0, np.int64),
+        "time_s": np.concatenate([np.full(len(f), f.time_s, np.float64) for f in faces]) if faces else np.empty(0),
+        "face_id": np.concatenate([f.track_id for f in faces]) if faces else np.empty(0, np.int64),
+        **{name: xyxy[:, i] for i, name in enumerate(("x1", "y1", "x2", "y2"))},
+        "det_score": np.concatenate([f.score for f in faces]) if faces else np.empty(0, np.float32),
+        **{name: probs[:, i] for i, name in enumerate(EMOTIONS)},
+        "emotion": pa.array(np.asarray(EMOTIONS, dtype=object)[probs.argmax(axis=1)] if n else [], pa.string()),
+    }
+    table = pa.table({name: columns[name] for name in TIMELINE_SCHEMA.names}, schema=TIMELINE_SCHEMA)
+    return with_metadata(table, metadata or {})
+
+
+def with_metadata(table: pa.Table, metadata: dict[str, object]) -> pa.Table:
+    encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in encoded.items()}})
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The emotiontrack metadata of a timeline file, as strings."""
+    raw = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in raw.items() if not k.startswith(b"pandas") and k != b"ARROW:schema"}
+
+
+def atomic_path(final: Path):
+    """A temporary path beside `final`, in the same folder so that os.replace is atomic."""
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def write_parquet(table: pa.Table, path: Path) -> Path:
+    """Write under a temporary name, then rename: a reader never sees a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,85 @@
+"""Shared fixtures: generated media and a tiny model trained by the tests themselves."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from emotiontrack.types import EMOTIONS
+
+# torch's OpenMP threads spin-wait by default, which starves ffmpeg subprocesses on small machines.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FER_ZIP = SHARED / "datasets" / "fer2013.zip"
+
+
+def needs_fer():
+    return pytest.mark.skipif(not FER_ZIP.is_file(), reason="../shared/datasets/fer2013.zip not present")
+
+
+def write_image_dataset(root: Path, per_class: int = 4, classes=EMOTIONS, seed: int = 0) -> Path:
+    """A folder-per-emotion dataset of 48x48 grayscale images (a bright blob whose place encodes the class)."""
+    rng = np.random.default_rng(seed)
+    for index, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            image = rng.integers(0, 60, (48, 48), dtype=np.uint8)
+            cv2.circle(image, (6 + 6 * index, 24), 5, 255, -1)
+            cv2.imwrite(str(folder / f"{k:03d}.png"), image)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("dataset")
+    write_image_dataset(root / "train", per_class=6, seed=1)
+    write_image_dataset(root / "validation", per_class=3, seed=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
+    """A real model file, trained for one epoch on the generated dataset (seconds, not hours)."""
+    from emotiontrack.train import TrainConfig, train
+
+    output = tmp_path_factory.mktemp("model") / "tiny.keras"
+    train(TrainConfig(data=tiny_dataset, output=output, epochs=1, batch_size=16))
+    return output
+
+
+@pytest.fixture(scope="session")
+def models(tiny_model):
+    from emotiontrack.config import AnalyzeConfig
+    from emotiontrack.pipeline import load_models
+
+    return load_models(AnalyzeConfig(model=tiny_model, device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def ffmpeg() -> str:
+    from emotiontrack._ffmpeg import ffmpeg_path
+
+    return ffmpeg_path()
+
+
+@pytest.fixture(scope="session")
+def two_face_clip(tmp_path_factory) -> tuple[Path, list]:
+    """4 s of 640x360 at 25 fps: two astronaut faces moving in opposite directions, with audio."""
+    from emotiontrack.synthetic import Sprite, astronaut_face, linear_path, write_clip
+
+    a, b = astronaut_face(150), astronaut_face(130, mirrored=True)
+    sprites = [
+        Sprite(lambda t: a, linear_path((20, 40), (300, 60), 4.0), "a"),
+        Sprite(lambda t: b, linear_path((480, 200), (200, 210), 4.0), "b"),
+    ]
+    path = tmp_path_factory.mktemp("clips") / "two faces.mp4"
+    truth = write_clip(path, sprites, size=(640, 360), fps=25, duration_s=4.0, audio=True)
+    return path, truth
+
+
