@@ -1,3 +1,28 @@
-"""emotiontrack: per-face emotion timelines from video."""
+"""emotiontrack: per-face emotion timelines from video.
+
+    import emotiontrack
+    df = emotiontrack.analyze("interview.mp4")       # one row per (analysed frame, face)
+
+Importing the package is cheap: torch, Keras and ffmpeg load on first use.
+"""
+
+from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from emotiontrack.types import EMOTIONS, Faces, Frame, VideoInfo  # noqa: E402
+
+
+def analyze(path, models=None, **settings):
+    """Analyse one video or image folder; return its timeline as a pandas DataFrame.
+
+    `settings` are the fields of `emotiontrack.config.AnalyzeConfig` (fps, min_face, min_score,
+    max_gap_s, margin, device, model). Pass `models=emotiontrack.pipeline.load_models(config)` to
+    reuse loaded models across calls. The run's metadata is in `df.attrs["emotiontrack"]`.
+    """
+    from emotiontrack.pipeline import analyze as _analyze
+
+    return _analyze(path, models=models, **settings)
+
+
+__all__ = ["EMOTIONS", "Faces", "Frame", "VideoInfo", "analyze", "__version__"]

@@ -51,7 +51,7 @@ def output_dirs(paths: Sequence[Path], out: Path) -> dict[Path, Path]:
     for path in paths:
         name = _stem(path)
         if stems[name] > 1:
-            name += "-" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+            name += "-" + hashlib.sha1(str(path.absolute()).encode()).hexdigest()[:8]
         dirs[path] = out / name
     return dirs
 

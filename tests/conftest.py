@@ -73,10 +73,10 @@ def two_face_clip(tmp_path_factory) -> tuple[Path, list]:
     """4 s of 640x360 at 25 fps: two astronaut faces moving in opposite directions, with audio."""
     from emotiontrack.synthetic import Sprite, astronaut_face, linear_path, write_clip
 
-    a, b = astronaut_face(150), astronaut_face(130, mirrored=True)
+    a, b = astronaut_face(180), astronaut_face(160, mirrored=True)
     sprites = [
-        Sprite(lambda t: a, linear_path((20, 40), (300, 60), 4.0), "a"),
-        Sprite(lambda t: b, linear_path((480, 200), (200, 210), 4.0), "b"),
+        Sprite(lambda t: a, linear_path((10, 20), (260, 40), 4.0), "a"),
+        Sprite(lambda t: b, linear_path((470, 190), (220, 180), 4.0), "b"),
     ]
     path = tmp_path_factory.mktemp("clips") / "two faces.mp4"
     truth = write_clip(path, sprites, size=(640, 360), fps=25, duration_s=4.0, audio=True)

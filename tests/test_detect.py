@@ -1,0 +1,58 @@
+"""Real MTCNN on scikit-image's astronaut photograph."""
+
+import numpy as np
+import pytest
+from skimage import data
+
+from emotiontrack.detect import FaceDetector
+from emotiontrack.types import Frame
+
+# Where the astronaut's face is in data.astronaut() (512x512), by eye: x 170-260, y 50-160.
+FACE = np.array([170, 50, 260, 160])
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector(min_face=40, min_score=0.9, device="cpu")
+
+
+def test_finds_the_astronaut_face(detector):
+    faces = detector.detect([Frame(0, 0.0, data.astronaut())])[0]
+    assert len(faces) == 1
+    x1, y1, x2, y2 = faces.xyxy[0]
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    assert FACE[0] < cx < FACE[2] and FACE[1] < cy < FACE[3]
+    assert 50 < x2 - x1 < 140
+    assert faces.score[0] > 0.99
+    assert faces.track_id[0] == -1 and np.isnan(faces.probs).all()
+    assert (faces.landmarks[0, :, 0] > x1).all() and (faces.landmarks[0, :, 0] < x2).all()
+
+
+def test_boxes_are_in_source_pixels_at_any_detection_scale(detector):
+    image = data.astronaut()
+    big = np.kron(image, np.ones((2, 2, 1), np.uint8))  # 1024x1024: same face, twice the size
+    small_box = detector.detect([Frame(0, 0.0, image)])[0].xyxy[0]
+    big_box = FaceDetector(min_face=100, device="cpu").detect([Frame(0, 0.0, big)])[0].xyxy[0]
+    np.testing.assert_allclose(big_box / 2, small_box, atol=8)
+
+
+def test_boxes_are_clipped_to_the_frame(detector):
+    shifted = np.zeros_like(data.astronaut())
+    shifted[:, :-150] = data.astronaut()[:, 150:]  # the face now touches the left edge
+    shifted = shifted[20:]
+    faces = detector.detect([Frame(0, 0.0, shifted)])[0]
+    assert len(faces) >= 1
+    assert (faces.xyxy[:, [0, 2]] >= 0).all() and (faces.xyxy[:, [0, 2]] <= shifted.shape[1]).all()
+    assert (faces.xyxy[:, [1, 3]] >= 0).all() and (faces.xyxy[:, [1, 3]] <= shifted.shape[0]).all()
+
+
+def test_no_face_gives_an_empty_record(detector):
+    frames = [Frame(3, 0.5, np.full((240, 320, 3), 128, np.uint8)), Frame(4, 0.6, np.zeros((8, 8, 3), np.uint8))]
+    results = detector.detect(frames)
+    assert [len(r) for r in results] == [0, 0]
+    assert results[0].frame_index == 3 and results[0].time_s == 0.5
+
+
+def test_min_score_filters(detector):
+    strict = FaceDetector(min_face=40, min_score=1.0, device="cpu")
+    assert len(strict.detect([Frame(0, 0.0, data.astronaut())])[0]) <= len(detector.detect([Frame(0, 0.0, data.astronaut())])[0])

@@ -1,0 +1,109 @@
+"""End to end: the Python API and the CLI (as a subprocess) on generated clips."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import emotiontrack
+from emotiontrack.types import EMOTIONS
+from emotiontrack.write import TIMELINE_SCHEMA, read_metadata
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "emotiontrack.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_api_finds_and_tracks_both_faces(two_face_clip, models, tiny_model):
+    path, truth = two_face_clip
+    df = emotiontrack.analyze(path, models=models, model=tiny_model, fps=5)
+    assert list(df.columns[: len(TIMELINE_SCHEMA)]) == TIMELINE_SCHEMA.names
+    assert df.frame.nunique() == 20  # 4 s at 5 fps
+    assert df.time_s.max() < 4.0
+    per_frame = df.groupby("frame").size()
+    assert (per_frame == 2).mean() >= 0.9  # both faces found in nearly every analysed frame
+    assert df.face_id.nunique() == 2
+    # The face that starts on the left stays on the left half at the start and keeps one id.
+    left = df[df.frame == 0].sort_values("x1").face_id.iloc[0]
+    assert (df[df.face_id == left].x1 < 320).all()
+    np.testing.assert_allclose(df[list(EMOTIONS)].sum(axis=1), 1, atol=1e-5)
+    assert df.attrs["emotiontrack"]["analysed_frames"] == 20
+
+
+def test_cli_writes_timelines_and_reports_bad_inputs(two_face_clip, tiny_model, tmp_path):
+    path, _ = two_face_clip
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"this is not a video at all" * 100)
+    out = tmp_path / "results"
+    done = cli("analyze", path, broken, tmp_path / "missing.mov", "-o", out, "--model", tiny_model)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"{broken}: not a readable video" in done.stderr
+    assert "missing.mov: no such file or directory" in done.stderr
+    assert "1 done, 2 failed" in done.stderr
+    timeline = out / path.stem / "timeline.parquet"
+    table = pq.read_table(timeline)
+    assert table.schema.remove_metadata() == TIMELINE_SCHEMA
+    meta = read_metadata(timeline)
+    assert json.loads(meta["analysed_frames"]) == 12 and meta["source_fps"] == "25"
+    assert len(meta["model_sha256"]) == 64 and json.loads(meta["settings"])["fps"] == 3.0
+    assert sorted(p.name for p in out.iterdir()) == [path.stem]  # nothing written for failed inputs
+
+
+def test_cli_same_stem_inputs_do_not_overwrite_each_other(two_face_clip, tiny_model, tmp_path):
+    path, _ = two_face_clip
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first, second = tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4"
+    first.symlink_to(path), second.symlink_to(path)
+    done = cli("analyze", first, second, "-o", tmp_path / "out", "--model", tiny_model, "--fps", "1")
+    assert done.returncode == 0, done.stderr
+    timelines = sorted((tmp_path / "out").glob("*/timeline.parquet"))
+    assert len(timelines) == 2
+    assert {pd.read_parquet(t).video.iloc[0] for t in timelines} == {str(first), str(second)}
+
+
+def test_cli_image_folder(tiny_model, tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    Image.fromarray(data.astronaut()).save(folder / "1.png")
+    Image.fromarray(data.astronaut()).convert("L").save(folder / "2.jpg")
+    Image.fromarray(data.coffee()).save(folder / "3.png")
+    done = cli("analyze", folder, "-o", tmp_path / "out", "--model", tiny_model, "--min-face", "40")
+    assert done.returncode == 0, done.stderr
+    df = pd.read_parquet(tmp_path / "out" / "stills" / "timeline.parquet")
+    assert sorted(df.frame) == [0, 1] and df.face_id.nunique() == 2
+
+
+@pytest.mark.parametrize("command", [[], ["analyze"], ["train"]])
+def test_help_describes_every_option(command):
+    done = cli(*command, "--help")
+    assert done.returncode == 0 and "usage: emotiontrack" in done.stdout
+    if command == ["analyze"]:
+        for option in ("--output", "--fps", "--min-face", "--min-score", "--max-gap", "--margin", "--model", "--device"):
+            assert option in done.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["analyze", "x.mp4", "--fps", "-1"], "--fps: must be 0 or more"),
+    (["analyze", "x.mp4", "--device", "tpu"], "invalid choice"),
+    (["analyze", "x.mp4", "--min-score", "2"], "between 0 and 1"),
+])
+def test_bad_option_values_fail_at_once(args, message):
+    done = cli(*args, timeout=60)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_missing_model_is_one_line(tmp_path, two_face_clip):
+    done = cli("analyze", two_face_clip[0], "-o", tmp_path, "--model", tmp_path / "none.keras")
+    assert done.returncode == 1 and "model file not found" in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,44 @@
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from emotiontrack.types import EMOTIONS, Faces
+from emotiontrack.write import TIMELINE_SCHEMA, read_metadata, to_table, write_parquet
+
+
+def classified(frame: int, t: float, n: int, seed: int = 0) -> Faces:
+    rng = np.random.default_rng(seed)
+    faces = Faces.from_boxes(frame, t, rng.uniform(0, 100, (n, 4)), rng.uniform(0.9, 1, n))
+    probs = rng.dirichlet(np.ones(len(EMOTIONS)), n).astype(np.float32)
+    return Faces(faces.frame_index, faces.time_s, faces.xyxy, faces.score, faces.landmarks,
+                 np.arange(n, dtype=np.int64), probs)
+
+
+def test_table_has_exactly_the_timeline_columns_and_one_row_per_face():
+    table = to_table("clip.mp4", [classified(0, 0.0, 2), Faces.empty(5, 0.2), classified(10, 0.4, 1, seed=1)])
+    assert table.schema.remove_metadata() == TIMELINE_SCHEMA
+    assert table.num_rows == 3
+    frame = table.to_pandas()
+    assert frame.frame.tolist() == [0, 0, 10] and frame.time_s.tolist() == [0.0, 0.0, 0.4]
+    assert (frame.video == "clip.mp4").all()
+    probs = frame[list(EMOTIONS)].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert frame.emotion.tolist() == [EMOTIONS[i] for i in probs.argmax(axis=1)]
+
+
+def test_empty_timeline_is_still_a_valid_table():
+    table = to_table("x", [Faces.empty(0, 0.0)])
+    assert table.num_rows == 0 and table.schema.remove_metadata() == TIMELINE_SCHEMA
+
+
+def test_written_file_keeps_schema_and_metadata(tmp_path):
+    meta = {"emotiontrack_version": "1", "settings": {"fps": 3.0}, "duration_s": 4.0}
+    path = write_parquet(to_table("clip.mp4", [classified(0, 0.0, 2)], meta), tmp_path / "out" / "timeline.parquet")
+    assert pq.read_schema(path).remove_metadata() == TIMELINE_SCHEMA
+    stored = read_metadata(path)
+    assert stored["emotiontrack_version"] == "1"
+    assert json.loads(stored["settings"]) == {"fps": 3.0} and json.loads(stored["duration_s"]) == 4.0
+    assert [p.name for p in path.parent.iterdir()] == ["timeline.parquet"]  # no temporary left behind
+    assert pq.read_table(path).column("face_id").type == pa.int64()
