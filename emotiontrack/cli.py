@@ -177,6 +177,56 @@ def _print_summary(console: Console, outcomes: list, wall_s: float) -> None:
         console.print(f"  FAILED  {o.error}", highlight=False)
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    from emotiontrack.config import default_model_path
+
+    p = sub.add_parser("evaluate", help="score a model on a folder-per-emotion split",
+                       description="Accuracy, macro-F1, per-class scores, confusion matrix, calibration (ECE), speed.")
+    p.add_argument("data", type=Path, metavar="DATA_DIR", help="a split: <emotion>/ folders of images (a folder or zip)")
+    p.add_argument("--model", type=Path, default=default_model_path(), help="model file (default: the shipped model)")
+    p.add_argument("--json", action="store_true", help="print one JSON object to stdout instead of tables")
+    p.add_argument("--plots", type=Path, metavar="DIR", help="write confusion.png and reliability.png into DIR")
+    p.add_argument("--save", type=Path, metavar="FILE", help="also write the JSON report to FILE")
+
+
+def _run_evaluate(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from emotiontrack.evaluate import evaluate, save_plots
+
+    with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("images", total=None)
+        report = evaluate(args.data, args.model, on_batch=lambda n: progress.advance(task, n),
+                          on_loaded=lambda n: progress.update(task, total=n))
+    if args.plots:
+        report["plots"] = [str(p) for p in save_plots(report, args.plots)]
+    if args.save:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        args.save.write_text(json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    out = Console()
+    out.print(f"{report['data']}: {report['n']} images, model {report['model']}")
+    out.print(f"accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}   ECE {report['ece']:.4f}   "
+              f"NLL {report['nll']:.4f}   {report['images_per_s']:.0f} images/s")
+    table = Table("class", "precision", "recall", "F1", "support")
+    for name, scores in report["per_class"].items():
+        table.add_row(name, f"{scores['precision']:.3f}", f"{scores['recall']:.3f}", f"{scores['f1']:.3f}", str(scores["support"]))
+    out.print(table)
+    confusion = Table("true \\ predicted", *report["classes"])
+    for name, row in zip(report["classes"], report["confusion"]):
+        confusion.add_row(name, *map(str, row))
+    out.print(confusion)
+    for path in report.get("plots", []):
+        out.print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emotiontrack", description="Per-face emotion timelines from video.")
     parser.add_argument("--version", action="version", version=f"emotiontrack {__version__}")
@@ -184,10 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_analyze(sub)
     _add_train(sub)
+    _add_evaluate(sub)
     return parser
 
 
-RUNNERS = {"analyze": _run_analyze, "train": _run_train}
+RUNNERS = {"analyze": _run_analyze, "train": _run_train, "evaluate": _run_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

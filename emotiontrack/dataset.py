@@ -101,7 +101,7 @@ def _decode(data: bytes, where: str) -> NDArray[np.uint8]:
     return image
 
 
-def _load(tree: _Tree, split_dir: PurePosixPath, classes: tuple[str, ...] | None) -> Split:
+def _load(tree: _Tree, split_dir: PurePosixPath, classes: tuple[str, ...] | None, require_all: bool = True) -> Split:
     by_class = _images_by_class(tree, split_dir)
     where = f"{tree.name}/{split_dir}" if split_dir.parts else tree.name
     if not by_class:
@@ -112,11 +112,11 @@ def _load(tree: _Tree, split_dir: PurePosixPath, classes: tuple[str, ...] | None
     if unknown:
         raise InputError(f"{where}: class folders {unknown} are not among {list(classes)}")
     empty = [c for c in classes if not by_class.get(c)]
-    if empty:
+    if empty and (require_all or len(empty) == len(classes)):
         raise InputError(f"{where}: class folder(s) {empty} missing or without images")
     images, labels = [], []
     for index, name in enumerate(classes):
-        for f in sorted(by_class[name]):
+        for f in sorted(by_class.get(name, [])):
             images.append(_decode(tree.read(f), f"{tree.name}/{f}"))
             labels.append(index)
     return Split(np.stack(images), np.asarray(labels, np.int64), classes, where)
@@ -133,8 +133,11 @@ def load_train_val(data: Path, val_dir: Path | None = None) -> tuple[Split, Spli
     return train, load_split(val_dir, train.classes)
 
 
-def load_split(path: Path, classes: tuple[str, ...] | None = None) -> Split:
-    """Load one split: a folder (or zip) of <emotion>/ folders, or one whose single subfolder is that."""
+def load_split(path: Path, classes: tuple[str, ...] | None = None, require_all: bool = True) -> Split:
+    """Load one split: a folder (or zip) of <emotion>/ folders, or one whose single subfolder is that.
+
+    With `classes`, folder names must be among them; `require_all=False` allows some to be absent.
+    """
     tree = _Tree.open(Path(path))
     split_dir = PurePosixPath()
     # Descend through wrapper folders (e.g. a zip holding images/test/<emotion>/).
@@ -142,4 +145,4 @@ def load_split(path: Path, classes: tuple[str, ...] | None = None) -> Split:
         next(iter(tree.subdirs(split_dir)))
     ):
         split_dir = split_dir / next(iter(tree.subdirs(split_dir)))
-    return _load(tree, split_dir, classes)
+    return _load(tree, split_dir, classes, require_all)

@@ -23,11 +23,12 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax
+from scipy.special import log_softmax, softmax
 
 from emotiontrack._keras import keras
 from emotiontrack.dataset import Split, load_train_val
 from emotiontrack.errors import EmotionTrackError
+from emotiontrack.evaluate import classification_report
 from emotiontrack.model import INPUT_SIZE, build_network, with_calibrated_softmax
 
 log = logging.getLogger(__name__)
@@ -227,11 +228,20 @@ def train(
 
     logits = network.predict(x_val, batch_size=256, verbose=0)
     temperature = fit_temperature(logits, val_split.labels)
+    classes = list(train_split.classes)
+    before = classification_report(softmax(logits, axis=1), val_split.labels, classes)
+    after = classification_report(softmax(logits / temperature, axis=1), val_split.labels, classes)
+    log.info("validation accuracy %.4f, macro-F1 %.4f; ECE %.4f before calibration, %.4f after (T=%.3f)",
+             after["accuracy"], after["macro_f1"], before["ece"], after["ece"], temperature)
     product = with_calibrated_softmax(network, train_split.classes, temperature)
     config.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = config.output.with_name(config.output.stem + ".tmp.keras")
     product.save(tmp)
     os.replace(tmp, config.output)
-    summary = {"config": config.to_json(), "temperature": temperature, "history": history, "model": str(config.output), "train_size": len(train_split), "val_size": len(val_split)}
+    summary = {"config": config.to_json(), "temperature": temperature, "history": history, "model": str(config.output),
+               "train_size": len(train_split), "val_size": len(val_split),
+               "validation": {"accuracy": after["accuracy"], "macro_f1": after["macro_f1"],
+                              "ece_before_calibration": before["ece"], "ece_after_calibration": after["ece"],
+                              "nll_before_calibration": before["nll"], "nll_after_calibration": after["nll"]}}
     _write_json_atomic(folder / "summary.json", summary)
     return summary

@@ -1,0 +1,146 @@
+"""Evaluate a model on a folder-per-emotion split: accuracy, macro-F1, per-class scores, confusion,
+expected calibration error (ECE) and throughput; optional confusion-matrix and reliability plots."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from emotiontrack._keras import keras
+from emotiontrack.dataset import load_split
+from emotiontrack.model import load_model, model_labels
+
+ECE_BINS = 15
+
+
+def expected_calibration_error(probs: NDArray, labels: NDArray, bins: int = ECE_BINS) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def reliability(probs: NDArray, labels: NDArray, bins: int = ECE_BINS) -> list[dict[str, float]]:
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    return [
+        {"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": int((which == b).sum()),
+         "confidence": float(confidence[which == b].mean()) if (which == b).any() else None,
+         "accuracy": float(correct[which == b].mean()) if (which == b).any() else None}
+        for b in range(bins)
+    ]
+
+
+def classification_report(probs: NDArray, labels: NDArray, classes: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 (over classes present in the labels), per-class scores, confusion, ECE, NLL."""
+    n_classes = len(classes)
+    predicted = probs.argmax(axis=1)
+    confusion = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    per_class = {}
+    f1s = []
+    for k, name in enumerate(classes):
+        tp = confusion[k, k]
+        support = int(confusion[k].sum())
+        precision = tp / confusion[:, k].sum() if confusion[:, k].sum() else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": support}
+        if support:
+            f1s.append(f1)
+    nll = -np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)))
+    return {
+        "n": int(len(labels)),
+        "accuracy": float((predicted == labels).mean()),
+        "macro_f1": float(np.mean(f1s)),
+        "per_class": per_class,
+        "classes": classes,
+        "confusion": confusion.tolist(),
+        "ece": expected_calibration_error(probs, labels),
+        "nll": float(nll),
+        "reliability": reliability(probs, labels),
+    }
+
+
+def predict_in_batches(model: keras.Model, images: NDArray[np.uint8], batch_size: int = 256,
+                       on_batch: Callable[[int], None] | None = None) -> NDArray[np.float32]:
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size, :, :, None].astype(np.float32)
+        out.append(keras.ops.convert_to_numpy(model([x], training=False)))
+        if on_batch:
+            on_batch(len(x))
+    return np.concatenate(out).astype(np.float32)
+
+
+def evaluate(data: Path, model_path: Path, on_batch: Callable[[int], None] | None = None,
+             on_loaded: Callable[[int], None] | None = None) -> dict[str, Any]:
+    model = load_model(model_path)
+    labels = model_labels(model)
+    split = load_split(data, tuple(labels), require_all=False)
+    if on_loaded:
+        on_loaded(len(split))
+    started = time.perf_counter()
+    probs = predict_in_batches(model, split.images, on_batch=on_batch)
+    seconds = time.perf_counter() - started
+    report = classification_report(probs, split.labels, labels)
+    report.update({"data": split.source, "model": str(model_path), "images_per_s": len(split) / seconds,
+                   "temperature": float(keras.ops.convert_to_numpy(model.layers[-1].temperature)),
+                   "backend": keras.backend.backend()})
+    return report
+
+
+def save_plots(report: dict[str, Any], folder: Path) -> list[Path]:
+    """confusion.png (row-normalised) and reliability.png, drawn with matplotlib's Agg backend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    folder.mkdir(parents=True, exist_ok=True)
+    classes = report["classes"]
+    confusion = np.asarray(report["confusion"], np.float64)
+    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+
+    fig = Figure(figsize=(6.5, 5.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), value in np.ndenumerate(rates):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if value > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Confusion (row-normalised), accuracy {report['accuracy']:.3f}, n={report['n']}")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    confusion_path = folder / "confusion.png"
+    fig.savefig(confusion_path, dpi=110)
+
+    fig = Figure(figsize=(5, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    bins = [b for b in report["reliability"] if b["n"]]
+    ax.bar([(b["lo"] + b["hi"]) / 2 for b in bins], [b["accuracy"] for b in bins], width=1 / ECE_BINS, edgecolor="k",
+           alpha=0.7, label="accuracy in bin")
+    ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color="C3", label="model")
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability, ECE {report['ece']:.3f}")
+    ax.legend(loc="upper left")
+    reliability_path = folder / "reliability.png"
+    fig.savefig(reliability_path, dpi=110)
+    return [confusion_path, reliability_path]
