@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from emotiontrack._keras import keras
+from emotiontrack.crops import square_crop
 from emotiontrack.errors import ModelError
 from emotiontrack.model import INPUT_SIZE, load_model, model_labels
 from emotiontrack.types import EMOTIONS, Faces
@@ -25,24 +26,9 @@ DEFAULT_MARGIN = 0.2
 
 
 def crop_face(rgb: NDArray[np.uint8], xyxy: NDArray, margin: float = DEFAULT_MARGIN, size: int = INPUT_SIZE) -> NDArray[np.uint8]:
-    """A (size, size) grayscale crop: the box's square, enlarged by `margin` of its side on each side.
-
-    Parts of the square outside the frame repeat the frame's edge pixels.
-    """
-    height, width = rgb.shape[:2]
-    x1, y1, x2, y2 = (float(v) for v in xyxy)
-    side = max(x2 - x1, y2 - y1, 1.0) * (1 + 2 * margin)
-    left, top = round((x1 + x2 - side) / 2), round((y1 + y2 - side) / 2)
-    right, bottom = left + round(side), top + round(side)
-    region = rgb[max(top, 0) : min(bottom, height), max(left, 0) : min(right, width)]
-    if region.size == 0:
-        return np.zeros((size, size), np.uint8)
-    gray = cv2.cvtColor(region, cv2.COLOR_RGB2GRAY)
-    pads = (max(0, -top), max(0, bottom - height), max(0, -left), max(0, right - width))
-    if any(pads):
-        gray = cv2.copyMakeBorder(gray, *pads, cv2.BORDER_REPLICATE)
-    interpolation = cv2.INTER_AREA if gray.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(gray, (size, size), interpolation=interpolation)
+    """A (size, size) grayscale crop: the box's square, enlarged by `margin` of its side on each side."""
+    crop, _ = square_crop(rgb, xyxy, 1 + 2 * margin, size)
+    return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
 
 
 class EmotionClassifier:

@@ -24,7 +24,7 @@ class AnalyzeConfig:
 
     fps: float = 3.0  # frames analysed per second of video; 0 = every frame
     min_face: float = 80.0  # smallest face to find, in source pixels (sets the detector's resolution)
-    min_score: float = 0.9  # MTCNN probability below which a detection is dropped
+    min_score: float = 0.7  # MTCNN probability below which a detection is dropped
     max_gap_s: float = 2.0  # a face unseen for up to this long keeps its id
     margin: float = 0.2  # crop margin around the detector's box, as a fraction of the box side
     device: str = "auto"  # auto | cpu | cuda

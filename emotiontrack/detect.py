@@ -9,25 +9,41 @@ boxes outside the frame) are normalised here, so only `Faces` records leave this
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import torch
 from facenet_pytorch import MTCNN
 
+from emotiontrack.crops import square_crop
 from emotiontrack.types import Faces, Frame
 
 DETECTOR_MIN_FACE = 20  # pixels, in the image MTCNN sees (its own default)
+# P-, R- and O-Net thresholds, a notch below MTCNN's (0.6, 0.7, 0.7): on upscaled FER2013 faces this finds
+# ~3% more faces and, on scikit-image's face-free photographs, no more false ones. `min_score` filters last.
+STAGE_THRESHOLDS = (0.5, 0.6, 0.7)
+# Around a face the tracker expects but the full-frame pass missed, MTCNN runs again on an enlarged
+# crop with looser stage thresholds: this recovers about half of the faces the full pass misses (most are
+# lost at P-Net), while the final score still has to reach REGION_MIN_SCORE.
+REGION_THRESHOLDS = (0.3, 0.4, 0.5)
+REGION_MIN_SCORE = 0.6
+REGION_SIZE = 96  # pixels: the crop (twice the expected face) is resized to this, so the face is ~48 px
 
 
 class FaceDetector:
     """`detect(frames) -> list[Faces]`: boxes in source pixels, clipped, with scores and landmarks."""
 
-    def __init__(self, min_face: float = 80.0, min_score: float = 0.9, device: str | torch.device = "cpu"):
+    def __init__(self, min_face: float = 80.0, min_score: float = 0.7, device: str | torch.device = "cpu"):
         self.min_face, self.min_score = float(min_face), float(min_score)
         self.device = torch.device(device)
-        self.mtcnn = MTCNN(keep_all=True, select_largest=False, min_face_size=DETECTOR_MIN_FACE, device=self.device)
+        self.mtcnn = MTCNN(keep_all=True, select_largest=False, min_face_size=DETECTOR_MIN_FACE,
+                           thresholds=list(STAGE_THRESHOLDS), device=self.device)
         self.mtcnn.eval()
+        self.region_mtcnn = MTCNN(keep_all=True, select_largest=False, min_face_size=DETECTOR_MIN_FACE,
+                                  thresholds=list(REGION_THRESHOLDS), device=self.device)
+        self.region_mtcnn.pnet, self.region_mtcnn.rnet, self.region_mtcnn.onet = self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet
+        self.region_mtcnn.eval()
 
     def scale_for(self, width: int, height: int) -> float:
         """Factor applied to a frame before detection (never enlarges)."""
@@ -44,6 +60,40 @@ class FaceDetector:
             results = [self._mtcnn(image)[0] for image, _ in scaled]
         return [self._to_faces(frame, scale, *result) for frame, (_, scale), result in zip(frames, scaled, results)]
 
+    def detect_around(self, frame: Frame, expected: np.ndarray) -> Faces:
+        """Look again for faces where the tracker expects them, boxes (k, 4): at most one face per box."""
+        if len(expected) == 0:
+            return Faces.empty(frame.index, frame.time_s)
+        crops, origins = zip(*(square_crop(frame.rgb, box, 2.0, REGION_SIZE) for box in expected))
+        results = self._mtcnn(list(crops), self.region_mtcnn)
+        found = []
+        for box, (x0, y0, scale), (boxes, probs, points) in zip(expected, origins, results):
+            if boxes is None or len(boxes) == 0:
+                continue
+            xyxy = np.asarray(boxes, np.float64).reshape(-1, 4) / scale + [x0, y0, x0, y0]
+            score = np.asarray(probs, np.float64).reshape(-1)
+            landmarks = np.asarray(points, np.float64).reshape(-1, 5, 2) / scale + [x0, y0]
+            size = max(box[2] - box[0], box[3] - box[1])
+            centre_offset = np.linalg.norm((xyxy[:, :2] + xyxy[:, 2:]) / 2 - (box[:2] + box[2:]) / 2, axis=1) / size
+            side = np.maximum(xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]) / size
+            plausible = (score >= max(REGION_MIN_SCORE, self.min_score)) & (centre_offset < 0.5) & (side > 0.5) & (side < 2)
+            if plausible.any():
+                best = int(np.argmax(np.where(plausible, score, -1)))
+                found.append(Faces.from_boxes(frame.index, frame.time_s, xyxy[best : best + 1], score[best : best + 1],
+                                              landmarks[best : best + 1]))
+        if not found:
+            return Faces.empty(frame.index, frame.time_s)
+        return self._clip(Faces.merge(found), frame)
+
+    @staticmethod
+    def _clip(faces: Faces, frame: Frame) -> Faces:
+        height, width = frame.rgb.shape[:2]
+        xyxy = faces.xyxy.copy()
+        xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
+        xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
+        clipped = replace(faces, xyxy=xyxy)
+        return clipped[(clipped.width >= 1) & (clipped.height >= 1)]
+
     def _downscale(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         height, width = rgb.shape[:2]
         scale = self.scale_for(width, height)
@@ -52,23 +102,19 @@ class FaceDetector:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale
 
-    def _mtcnn(self, images) -> list[tuple]:
+    def _mtcnn(self, images, mtcnn: MTCNN | None = None) -> list[tuple]:
         """MTCNN on one image or a list; one (boxes, probs, points) per image, None where no face."""
         batch = images if isinstance(images, list) else [images]
         if min(batch[0].shape[:2]) < 12:  # below MTCNN's smallest window: nothing to find
             return [(None, None, None)] * len(batch)
-        boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
+        boxes, probs, points = (mtcnn or self.mtcnn).detect(batch, landmarks=True)
         return list(zip(boxes, probs, points))
 
     def _to_faces(self, frame: Frame, scale: float, boxes, probs, points) -> Faces:
         if boxes is None or len(boxes) == 0:
             return Faces.empty(frame.index, frame.time_s)
-        height, width = frame.rgb.shape[:2]
         xyxy = np.asarray(boxes, np.float64).reshape(-1, 4) / scale
-        xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
-        xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
         score = np.asarray(probs, np.float64).reshape(-1)
         landmarks = np.asarray(points, np.float64).reshape(-1, 5, 2) / scale
         faces = Faces.from_boxes(frame.index, frame.time_s, xyxy, score, landmarks)
-        keep = (faces.score >= self.min_score) & (faces.width >= 1) & (faces.height >= 1)
-        return faces[keep]
+        return self._clip(faces[faces.score >= self.min_score], frame)

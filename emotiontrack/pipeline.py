@@ -22,7 +22,7 @@ from emotiontrack.classify import EmotionClassifier
 from emotiontrack.config import AnalyzeConfig, resolve_device
 from emotiontrack.decode import FrameSampler, VideoReader, image_frames, probe
 from emotiontrack.detect import FaceDetector
-from emotiontrack.track import FaceTracker
+from emotiontrack.track import FaceTracker, iou_matrix
 from emotiontrack.types import Faces, Frame, VideoInfo
 from emotiontrack.write import to_table
 
@@ -118,8 +118,21 @@ def _analyse(frames: list[Frame], models: Models, tracker: FaceTracker) -> list[
     if not frames:
         return []
     detected = models.detector.detect(frames)
-    tracked = [tracker.update(faces) for faces in detected]
+    tracked = [tracker.update(_look_again(frame, faces, models.detector, tracker)) for frame, faces in zip(frames, detected)]
     return models.classifier.classify([frame.rgb for frame in frames], tracked)
+
+
+def _look_again(frame: Frame, faces: Faces, detector: FaceDetector, tracker: FaceTracker) -> Faces:
+    """Add the faces found by a second, closer look where tracked faces are expected but were not detected."""
+    expected = tracker.expected(frame.time_s)
+    if len(expected) and len(faces):
+        expected = expected[iou_matrix(expected, faces.xyxy).max(axis=1) < 0.3]
+    if not len(expected):
+        return faces
+    found = detector.detect_around(frame, expected)
+    if len(found) and len(faces):
+        found = found[iou_matrix(found.xyxy, faces.xyxy).max(axis=1) < 0.3]
+    return Faces.merge([faces, found]) if len(found) else faces
 
 
 def timeline_table(result: VideoResult, config: AnalyzeConfig, models: Models, video: str | None = None) -> pa.Table:

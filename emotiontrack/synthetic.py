@@ -96,3 +96,104 @@ def astronaut_face(size: int = 240, mirrored: bool = False) -> NDArray[np.uint8]
     image = data.astronaut()[15:195, 125:305]  # 180x180 around the face
     image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(image[:, ::-1]) if mirrored else image
+
+
+def fer_faces(split, size: int, rng: np.random.Generator, label: int | None = None) -> tuple[NDArray[np.uint8], int]:
+    """One random FER2013 face from a dataset `Split`, upscaled to `size` pixels, as RGB; and its label."""
+    import cv2
+
+    picks = np.flatnonzero(split.labels == label) if label is not None else np.arange(len(split))
+    index = int(rng.choice(picks))
+    face = cv2.resize(split.images[index], (size, size), interpolation=cv2.INTER_CUBIC)
+    return np.repeat(face[..., None], 3, axis=2), int(split.labels[index])
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A face slot of a FER composite clip: where it moves, when it is hidden, its faces over time."""
+
+    name: str
+    size: int
+    path: Callable[[float], tuple[float, float] | None]
+    faces: Sequence[tuple[NDArray[np.uint8], int]]  # one (picture, label) per `change_s` period
+
+
+def fer_composite(split, duration_s: float = 20.0, change_s: float = 3.0, seed: int = 0,
+                  size: tuple[int, int] = (1280, 720)) -> tuple[list[Sprite], list[Slot]]:
+    """Four moving slots of FER2013 faces (changing every `change_s`), one hidden for a second, one entering late."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    periods = int(np.ceil(duration_s / change_s))
+    # Each slot moves inside its own quadrant, so slots never cover each other.
+    plans = [
+        ("a", 200, linear_path((40, 40), (400, 120), duration_s)),
+        ("b", 180, linear_path((width - 240, 60), (width - 600, 150), duration_s, hidden=[(duration_s * 0.4, duration_s * 0.4 + 1.0)])),
+        ("c", 220, linear_path((80, height - 270), (380, height - 290), duration_s)),
+        ("d", 190, linear_path((width - 250, height - 250), (width - 600, height - 230), duration_s, appears_s=duration_s * 0.3)),
+    ]
+    slots, sprites = [], []
+    for name, side, path in plans:
+        faces = [fer_faces(split, side, rng) for _ in range(periods)]
+        slot = Slot(name, side, path, faces)
+        slots.append(slot)
+        sprites.append(Sprite(lambda t, slot=slot: slot.faces[min(int(t // change_s), periods - 1)][0], path, name))
+    return sprites, slots
+
+
+def slot_label(slot: Slot, t: float, change_s: float = 3.0) -> int:
+    return slot.faces[min(int(t // change_s), len(slot.faces) - 1)][1]
+
+
+def score_timeline(df, truth: list[list], slots: Sequence[Slot], classes: Sequence[str], sample_fps: float,
+                   fps: Fraction | int = 25, change_s: float = 3.0, switch_window_s: float = 1.5,
+                   segment_s: float = 3.0) -> dict[str, float]:
+    """Score a timeline against a composite clip's truth.
+
+    recall: share of (analysed frame, visible slot) pairs with a detection centred in the slot's picture;
+    false_per_frame: detections centred in no slot, per analysed frame; id_switches: times a slot's
+    face id changes between sightings at most `switch_window_s` apart; emotion_agreement: share of
+    (slot, segment_s segment) pairs whose majority predicted emotion is the true one.
+    """
+    from emotiontrack.decode import FrameSampler
+
+    fps = Fraction(fps)
+    by_name = {s.name: s for s in slots}
+    sampler = FrameSampler(sample_fps)
+    analysed_frames = [i for i in range(len(truth)) if sampler.take(float(i / fps))]
+    analysed = len(analysed_frames)
+    hits = visible = false = switches = 0
+    sightings: dict[str, list[tuple[float, int, str]]] = {s.name: [] for s in slots}
+    rows = df.groupby("frame")
+    for frame_index in analysed_frames:
+        boxes = truth[frame_index]
+        visible += len(boxes)
+        dets = rows.get_group(frame_index) if frame_index in rows.groups else df.iloc[:0]
+        cx, cy = ((dets.x1 + dets.x2) / 2).to_numpy(), ((dets.y1 + dets.y2) / 2).to_numpy()
+        matched = np.zeros(len(dets), bool)
+        for name, x1, y1, x2, y2 in boxes:
+            inside = (cx >= x1) & (cx <= x2) & (cy >= y1) & (cy <= y2) & ~matched
+            if inside.any():
+                k = int(np.flatnonzero(inside)[0])
+                matched[k] = True
+                hits += 1
+                sightings[name].append((float(frame_index / fps), int(dets.face_id.iloc[k]), str(dets.emotion.iloc[k])))
+        false += int((~matched).sum())
+    agree = segments = 0
+    for name, seen in sightings.items():
+        for (t0, id0, _), (t1, id1, _) in zip(seen, seen[1:]):
+            switches += int(id0 != id1 and t1 - t0 <= switch_window_s)
+        by_segment: dict[int, list[str]] = {}
+        for t, _, emotion in seen:
+            by_segment.setdefault(int(t // segment_s), []).append(emotion)
+        for segment, emotions in by_segment.items():
+            segments += 1
+            predicted = max(set(emotions), key=emotions.count)
+            agree += int(predicted == classes[slot_label(by_name[name], segment * segment_s + 0.01, change_s)])
+    return {
+        "recall": hits / max(visible, 1),
+        "false_per_frame": false / max(analysed, 1),
+        "id_switches": switches,
+        "emotion_agreement": agree / max(segments, 1),
+        "segments": segments,
+        "ids": int(df.face_id.nunique()) if len(df) else 0,
+    }

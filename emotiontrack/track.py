@@ -46,13 +46,20 @@ def iou_matrix(a: NDArray, b: NDArray) -> NDArray[np.float64]:
 class FaceTracker:
     """`update(faces) -> faces` with `track_id` set. One instance per video; ids start at 0."""
 
-    def __init__(self, max_gap_s: float = 1.5, max_jump: float = 1.0, jump_per_s: float = 1.5):
+    def __init__(self, max_gap_s: float = 2.0, max_jump: float = 1.0, jump_per_s: float = 1.5, max_size_change: float = 3.0):
         self.max_gap_s = max_gap_s
+        # Detector boxes of one face can differ in size by 2x between looks (a new expression, a turn).
+        self.max_size_change = max_size_change
         # A detection may continue a track if its centre lies within this many face sizes of the
         # predicted centre: max_jump + jump_per_s * seconds since the track was last seen.
         self.max_jump, self.jump_per_s = max_jump, jump_per_s
         self._tracks: list[_Track] = []
         self._next_id = 0
+
+    def expected(self, time_s: float) -> NDArray[np.float64]:
+        """Predicted boxes (k, 4) at `time_s` of the tracks that would still accept a detection then."""
+        live = [t for t in self._tracks if 0 < time_s - t.time_s <= self.max_gap_s]
+        return np.stack([t.predict(time_s) for t in live]) if live else np.empty((0, 4))
 
     def update(self, faces: Faces) -> Faces:
         time_s = faces.time_s
@@ -82,7 +89,7 @@ class FaceTracker:
         size_change = np.abs(np.log(size_d[None, :] / size_t[:, None]))
         cost = (1 - iou_matrix(predicted, detected)) + distance + size_change
         gap = np.array([time_s - t.time_s for t in self._tracks])
-        allowed = (distance <= (self.max_jump + self.jump_per_s * gap)[:, None]) & (size_change < math.log(2))
+        allowed = (distance <= (self.max_jump + self.jump_per_s * gap)[:, None]) & (size_change < math.log(self.max_size_change))
         cost[~allowed] = _INVALID
         rows, cols = linear_sum_assignment(cost)
         keep = cost[rows, cols] < _INVALID

@@ -97,6 +97,19 @@ class Faces:
     def empty(cls, frame_index: int = -1, time_s: float = float("nan")) -> Faces:
         return cls.from_boxes(frame_index, time_s, np.empty((0, 4)), np.empty(0))
 
+    @classmethod
+    def merge(cls, parts: list[Faces]) -> Faces:
+        """Concatenate records of the same frame (the first one's frame index and time are kept)."""
+        first = parts[0]
+        return replace(
+            first,
+            xyxy=np.concatenate([p.xyxy for p in parts]),
+            score=np.concatenate([p.score for p in parts]),
+            landmarks=np.concatenate([p.landmarks for p in parts]),
+            track_id=np.concatenate([p.track_id for p in parts]),
+            probs=np.concatenate([p.probs for p in parts]),
+        )
+
     def __len__(self) -> int:
         return len(self.xyxy)
 

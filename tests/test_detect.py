@@ -56,3 +56,14 @@ def test_no_face_gives_an_empty_record(detector):
 def test_min_score_filters(detector):
     strict = FaceDetector(min_face=40, min_score=1.0, device="cpu")
     assert len(strict.detect([Frame(0, 0.0, data.astronaut())])[0]) <= len(detector.detect([Frame(0, 0.0, data.astronaut())])[0])
+
+
+def test_second_look_finds_a_face_where_the_tracker_expects_it(detector):
+    image = data.astronaut()
+    faces = detector.detect([Frame(0, 0.0, image)])[0]
+    expected = faces.xyxy.astype(np.float64) + [12, -8, 12, -8]  # where a track would predict it
+    again = detector.detect_around(Frame(0, 0.0, image), expected)
+    assert len(again) == 1
+    np.testing.assert_allclose(again.xyxy[0], faces.xyxy[0], atol=12)
+    nothing = detector.detect_around(Frame(0, 0.0, image), np.array([[400.0, 380.0, 480.0, 470.0]]))
+    assert len(nothing) == 0  # no face there: the looser look must not invent one

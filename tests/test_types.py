@@ -38,3 +38,9 @@ def test_mismatched_shapes_are_rejected(field, value):
     faces = make(3)
     with pytest.raises(ValueError, match=field):
         Faces(**{**{f: getattr(faces, f) for f in faces.__slots__}, field: value})
+
+
+def test_merge_concatenates_every_column():
+    merged = Faces.merge([make(2), Faces.empty(3, 0.12), make(1)])
+    assert len(merged) == 3 and merged.frame_index == 3
+    assert merged.xyxy.shape == (3, 4) and merged.landmarks.shape == (3, 5, 2)
