@@ -67,7 +67,7 @@ def _run_train(args: argparse.Namespace, console: Console) -> int:
                              batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, limit=args.limit)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[metrics]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
+    with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("epoch", total=None, metrics="")
 
         def on_batch(step: int, steps: int, logs: dict) -> None:
@@ -77,11 +77,11 @@ def _run_train(args: argparse.Namespace, console: Console) -> int:
         def on_epoch(epoch: int, logs: dict) -> None:
             progress.console.print(
                 f"epoch {epoch + 1}/{config.epochs}: loss {logs['loss']:.4f} acc {logs['accuracy']:.4f} "
-                f"val_loss {logs['val_loss']:.4f} val_acc {logs['val_accuracy']:.4f}")
+                f"val_loss {logs['val_loss']:.4f} val_acc {logs['val_accuracy']:.4f}", soft_wrap=True)
             progress.update(task, description=f"epoch {epoch + 2}", completed=0)
 
         summary = train(config, resume=args.resume, on_batch=on_batch, on_epoch=on_epoch)
-    console.print(f"wrote {summary['model']} (temperature {summary['temperature']:.3f})")
+    console.print(f"wrote {summary['model']} (temperature {summary['temperature']:.3f})", soft_wrap=True)
     return 0
 
 
@@ -153,7 +153,7 @@ def _run_analyze(args: argparse.Namespace, console: Console) -> int:
             )
             progress.update(task, total=progress.tasks[task].completed or 1, completed=progress.tasks[task].completed or 1)
             if not outcome.ok:
-                progress.console.print(f"[red]failed:[/] {outcome.error}", highlight=False)
+                progress.console.print(f"[red]failed:[/] {outcome.error}", highlight=False, soft_wrap=True)
             outcomes.append(outcome)
             progress.advance(overall)
     _print_summary(console, outcomes, time.monotonic() - started)
@@ -170,11 +170,11 @@ def _print_summary(console: Console, outcomes: list, wall_s: float) -> None:
     failed = [o for o in outcomes if not o.ok]
     console.print(
         f"{len(done)} done, {len(failed)} failed; {sum(o.faces for o in done)} faces; "
-        f"{sum(o.video_s for o in done):.1f} s of video in {wall_s:.1f} s wall time", highlight=False)
+        f"{sum(o.video_s for o in done):.1f} s of video in {wall_s:.1f} s wall time", highlight=False, soft_wrap=True)
     for o in done:
-        console.print(f"  ok      {o.path} -> {o.out_dir}", highlight=False)
+        console.print(f"  ok      {o.path} -> {o.out_dir}", highlight=False, soft_wrap=True)
     for o in failed:
-        console.print(f"  FAILED  {o.error}", highlight=False)
+        console.print(f"  FAILED  {o.error}", highlight=False, soft_wrap=True)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return RUNNERS[args.command](args, console)
     except EmotionTrackError as exc:
-        console.print(f"[red]emotiontrack: error:[/] {exc}", highlight=False)
+        console.print(f"[red]emotiontrack: error:[/] {exc}", highlight=False, soft_wrap=True)
         return EXIT_FAILED
     except KeyboardInterrupt:
         console.print("emotiontrack: interrupted")

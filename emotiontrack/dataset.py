@@ -47,23 +47,28 @@ class _Tree:
     files: tuple[PurePosixPath, ...]
     read: Callable[[PurePosixPath], bytes]
     name: str
+    dirs: frozenset[PurePosixPath] = frozenset()  # every folder, empty ones included
 
     @classmethod
     def open(cls, path: Path) -> _Tree:
         if not path.exists():
             raise InputError(f"{path}: no such file or directory")
         if path.is_dir():
-            files = tuple(PurePosixPath(p.relative_to(path).as_posix()) for p in path.rglob("*") if p.is_file())
-            return cls(files, lambda rel: (path / rel).read_bytes(), str(path))
+            entries = list(path.rglob("*"))
+            files = tuple(PurePosixPath(p.relative_to(path).as_posix()) for p in entries if p.is_file())
+            dirs = frozenset(PurePosixPath(p.relative_to(path).as_posix()) for p in entries if p.is_dir())
+            return cls(files, lambda rel: (path / rel).read_bytes(), str(path), dirs)
         if zipfile.is_zipfile(path):
             archive = zipfile.ZipFile(path)
             files = tuple(PurePosixPath(n) for n in archive.namelist() if not n.endswith("/"))
-            return cls(files, lambda rel: archive.read(str(rel)), str(path))
+            dirs = frozenset(PurePosixPath(n) for n in archive.namelist() if n.endswith("/"))
+            return cls(files, lambda rel: archive.read(str(rel)), str(path), dirs)
         raise InputError(f"{path}: not a directory or a zip file")
 
     def subdirs(self, parent: PurePosixPath) -> set[str]:
         depth = len(parent.parts)
-        return {f.parts[depth] for f in self.files if len(f.parts) > depth + 1 and f.parts[:depth] == parent.parts}
+        below_files = {f.parts[depth] for f in self.files if len(f.parts) > depth + 1 and f.parts[:depth] == parent.parts}
+        return below_files | {d.parts[depth] for d in self.dirs if len(d.parts) > depth and d.parts[:depth] == parent.parts}
 
 
 def _images_by_class(tree: _Tree, split_dir: PurePosixPath) -> dict[str, list[PurePosixPath]]:

@@ -44,20 +44,20 @@ class CalibratedSoftmax(keras.layers.Layer):
         return {**super().get_config(), "labels": self.labels, "temperature": temperature}
 
 
-def build_network(n_classes: int, dropout: float = 0.25) -> keras.Model:
+def build_network(n_classes: int, dropout: float = 0.25, bn_momentum: float = 0.99) -> keras.Model:
     """The trainable network: raw 0-255 grayscale (48, 48, 1) in, logits (n_classes,) out."""
     inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 1), name="face")
     x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
     for filters, n_convs in BLOCKS:
         for _ in range(n_convs):
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-            x = keras.layers.BatchNormalization()(x)
+            x = keras.layers.BatchNormalization(momentum=bn_momentum)(x)
             x = keras.layers.Activation("relu")(x)
         x = keras.layers.MaxPooling2D()(x)
         x = keras.layers.Dropout(dropout)(x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(256, use_bias=False)(x)
-    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.BatchNormalization(momentum=bn_momentum)(x)
     x = keras.layers.Activation("relu")(x)
     x = keras.layers.Dropout(0.5)(x)
     logits = keras.layers.Dense(n_classes, name="logits")(x)

@@ -57,6 +57,12 @@ class TrainConfig:
         return cls(**{k: (Path(v) if k in paths and v is not None else v) for k, v in data.items()})
 
 
+def bn_momentum(total_steps: int) -> float:
+    """BatchNorm's moving-average momentum: Keras' 0.99 (a ~100-step window) needs thousands of steps to
+    settle; short runs (small datasets) get a shorter window so that inference statistics are right."""
+    return float(np.clip(1 - 10 / max(total_steps, 1), 0.9, 0.99))
+
+
 def checkpoint_dir(output: Path) -> Path:
     return output.with_name(output.name + ".ckpt")
 
@@ -208,10 +214,9 @@ def train(
         initial_epoch, history = state["epochs_done"], state["history"]
         network = keras.saving.load_model(folder / "last.keras")
         log.info("resuming after epoch %d of %d", initial_epoch, config.epochs)
-    else:
-        network = build_network(len(train_split.classes))
     batches = AugmentedBatches(train_split, config.batch_size, config.seed, initial_epoch, class_weights(train_split, config.class_weight_power))
     if not resume:
+        network = build_network(len(train_split.classes), bn_momentum=bn_momentum(len(batches) * config.epochs))
         _compile(network, config, len(batches))
 
     callbacks: list[keras.callbacks.Callback] = [_Checkpoint(folder, config, history)]

@@ -22,16 +22,25 @@ def needs_fer():
     return pytest.mark.skipif(not FER_ZIP.is_file(), reason="../shared/datasets/fer2013.zip not present")
 
 
+def pattern(index: int, rng: np.random.Generator) -> np.ndarray:
+    """A 48x48 texture per class that survives flips, small shifts and rotations (stripes, checks, rings)."""
+    y, x = np.mgrid[0:48, 0:48].astype(np.float32)
+    phase = rng.uniform(0, 2 * np.pi)
+    waves = [np.sin(y / 2 + phase), np.sin(y / 6 + phase), np.sin(x / 2 + phase), np.sin(x / 6 + phase),
+             np.sign(np.sin(x / 3 + phase) * np.sin(y / 3 + phase)), np.sin(np.hypot(x - 24, y - 24) / 2 + phase),
+             np.zeros_like(x)]
+    image = 128 + 90 * waves[index % len(waves)] + rng.normal(0, 20, (48, 48))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
 def write_image_dataset(root: Path, per_class: int = 4, classes=EMOTIONS, seed: int = 0) -> Path:
-    """A folder-per-emotion dataset of 48x48 grayscale images (a bright blob whose place encodes the class)."""
+    """A folder-per-emotion dataset of 48x48 grayscale PNGs, one texture per class."""
     rng = np.random.default_rng(seed)
     for index, name in enumerate(classes):
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         for k in range(per_class):
-            image = rng.integers(0, 60, (48, 48), dtype=np.uint8)
-            cv2.circle(image, (6 + 6 * index, 24), 5, 255, -1)
-            cv2.imwrite(str(folder / f"{k:03d}.png"), image)
+            cv2.imwrite(str(folder / f"{k:03d}.png"), pattern(index, rng))
     return root
 
 

@@ -1,0 +1,129 @@
+"""Training, resuming, evaluating, bad dataset layouts, and the model file across Keras backends."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FER_ZIP, needs_fer, write_image_dataset
+from emotiontrack.errors import InputError
+from emotiontrack.types import EMOTIONS
+
+
+def cli(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emotiontrack.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_trained_model_is_calibrated_and_readable_by_evaluate(tiny_model, tiny_dataset, tmp_path):
+    from emotiontrack.model import load_model, model_labels
+
+    model = load_model(tiny_model)
+    assert model_labels(model) == sorted(EMOTIONS)
+    summary = json.loads((tiny_model.parent / "tiny.keras.ckpt" / "summary.json").read_text())
+    assert summary["temperature"] > 0 and summary["validation"]["ece_after_calibration"] >= 0
+    done = cli("evaluate", tiny_dataset / "validation", "--model", tiny_model, "--json", "--plots", tmp_path / "plots")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["n"] == 21 and 0 <= report["accuracy"] <= 1 and 0 <= report["macro_f1"] <= 1
+    assert set(report["per_class"]) == set(EMOTIONS) and np.asarray(report["confusion"]).sum() == 21
+    assert 0 <= report["ece"] <= 1 and report["images_per_s"] > 0
+    assert (tmp_path / "plots" / "confusion.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "reliability.png").stat().st_size > 1000
+    table = cli("evaluate", tiny_dataset / "validation", "--model", tiny_model)
+    assert table.returncode == 0 and "macro-F1" in table.stdout and "surprise" in table.stdout
+
+
+def test_a_learnable_task_is_learned(tmp_path):
+    from emotiontrack.evaluate import evaluate
+    from emotiontrack.train import TrainConfig, train
+
+    data = tmp_path / "data"
+    write_image_dataset(data / "train", per_class=60, seed=3)
+    write_image_dataset(data / "validation", per_class=10, seed=4)
+    out = tmp_path / "m.keras"
+    train(TrainConfig(data=data, output=out, epochs=8, batch_size=16, learning_rate=3e-3))
+    assert evaluate(data / "validation", out)["accuracy"] > 0.5  # chance is 1/7
+
+
+def test_resume_continues_where_the_run_stopped(tiny_dataset, tmp_path):
+    from emotiontrack.train import TrainConfig, checkpoint_dir, train
+
+    config = TrainConfig(data=tiny_dataset, output=tmp_path / "m.keras", epochs=2, batch_size=16)
+
+    def stop_after_first_epoch(epoch, logs):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, on_epoch=stop_after_first_epoch)
+    state = json.loads((checkpoint_dir(config.output) / "state.json").read_text())
+    assert state["epochs_done"] == 1 and not config.output.exists()
+    summary = train(config, resume=True)
+    assert [h["epoch"] for h in summary["history"]] == [1, 2]
+    assert config.output.exists()
+    from emotiontrack._keras import keras
+
+    network = keras.saving.load_model(checkpoint_dir(config.output) / "last.keras")
+    assert int(network.optimizer.iterations) == 2 * 3  # 42 images / 16 per step, two epochs
+
+
+def test_cli_resume_without_checkpoint_is_one_line(tmp_path):
+    done = cli("train", tmp_path, "-o", tmp_path / "m.keras", "--resume")
+    assert done.returncode == 1 and "nothing to resume" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("breakage,message", [
+    ("no_validation", "expected train/<emotion>/ and validation/<emotion>/"),
+    ("empty_class", "missing or without images"),
+    ("extra_class_in_validation", "are not among"),
+    ("bad_image", "not a readable image"),
+])
+def test_bad_dataset_layouts(tmp_path, breakage, message):
+    from emotiontrack.dataset import load_train_val
+
+    root = tmp_path / "data"
+    write_image_dataset(root / "train", per_class=2)
+    if breakage != "no_validation":
+        write_image_dataset(root / "validation", per_class=1)
+    if breakage == "empty_class":
+        for f in (root / "train" / "fear").iterdir():
+            f.unlink()
+    if breakage == "extra_class_in_validation":
+        write_image_dataset(root / "validation", per_class=1, classes=("contempt",))
+    if breakage == "bad_image":
+        (root / "train" / "sad" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(InputError, match=message):
+        load_train_val(root)
+    done = cli("train", root, "-o", tmp_path / "m.keras", "--epochs", "1")
+    assert done.returncode == 1 and message.split("<")[0] in done.stderr and "Traceback" not in done.stderr
+
+
+def test_model_predicts_the_same_on_tensorflow_and_torch(tiny_model, tmp_path):
+    pytest.importorskip("tensorflow")
+    crops = np.random.default_rng(0).integers(0, 255, (16, 48, 48, 1)).astype(np.float32)
+    np.save(tmp_path / "x.npy", crops)
+    script = (
+        "import sys, numpy as np; from emotiontrack.model import load_model; from emotiontrack._keras import keras;"
+        f"m = load_model(r'{tiny_model}'); assert keras.backend.backend() == sys.argv[1];"
+        f"np.save(r'{tmp_path}/' + sys.argv[1] + '.npy', keras.ops.convert_to_numpy(m([np.load(r'{tmp_path}/x.npy')])))"
+    )
+    for backend in ("tensorflow", "torch"):
+        done = subprocess.run([sys.executable, "-c", script, backend], env={**os.environ, "KERAS_BACKEND": backend},
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    tf_probs, torch_probs = np.load(tmp_path / "tensorflow.npy"), np.load(tmp_path / "torch.npy")
+    assert np.abs(tf_probs - torch_probs).max() <= 1e-4
+    np.testing.assert_allclose(torch_probs.sum(axis=1), 1, atol=1e-5)
+
+
+@needs_fer()
+def test_train_reads_the_fer2013_zip_directly(tmp_path):
+    from emotiontrack.train import TrainConfig, train
+
+    summary = train(TrainConfig(data=FER_ZIP, output=tmp_path / "fer.keras", epochs=1, limit=256, batch_size=64))
+    assert summary["train_size"] == 256 and summary["val_size"] == 3589
+    assert Path(summary["model"]).is_file()
