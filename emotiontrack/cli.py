@@ -104,6 +104,12 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
                    help="seconds a face may be out of sight and keep its id (default: %(default)s)")
     p.add_argument("--margin", type=_non_negative_float, default=d.margin,
                    help="crop margin around each face box, as a fraction of its side (default: %(default)s)")
+    p.add_argument("--smooth", type=_non_negative_float, default=d.smooth_s, dest="smooth_s", metavar="SECONDS",
+                   help="smooth each face's probabilities over this many seconds; 0 disables (default: %(default)s)")
+    p.add_argument("--no-video", action="store_false", dest="video",
+                   help="skip the annotated video (annotated stills for image folders)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo inputs whose results are already complete (default: skip them)")
     p.add_argument("--model", type=Path, default=d.model, help="Keras model file (default: the shipped model)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device,
                    help="where MTCNN and the CNN run; auto uses CUDA when torch sees a GPU (default: %(default)s)")
@@ -128,12 +134,13 @@ def _run_analyze(args: argparse.Namespace, console: Console) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from emotiontrack.batch import analyze_input, check_output_dir, output_dirs
+    from emotiontrack.batch import analyze_input, check_output_dir, output_dirs, write_run_summary
     from emotiontrack.config import AnalyzeConfig
 
     started = time.monotonic()
     config = AnalyzeConfig(fps=args.fps, min_face=args.min_face, min_score=args.min_score, max_gap_s=args.max_gap_s,
-                           margin=args.margin, device=args.device, model=args.model)
+                           margin=args.margin, smooth_s=args.smooth_s, video=args.video, device=args.device,
+                           model=args.model)
     check_output_dir(args.output)  # before any model is loaded
     from emotiontrack.pipeline import load_models
 
@@ -150,12 +157,17 @@ def _run_analyze(args: argparse.Namespace, console: Console) -> int:
                 path, dirs[path], config, models,
                 on_start=lambda info, task=task: progress.update(task, total=info.n_frames),
                 on_frames=lambda n, task=task: progress.advance(task, n),
+                overwrite=args.overwrite,
             )
             progress.update(task, total=progress.tasks[task].completed or 1, completed=progress.tasks[task].completed or 1)
             if not outcome.ok:
                 progress.console.print(f"[red]failed:[/] {outcome.error}", highlight=False, soft_wrap=True)
+            elif outcome.skipped:
+                progress.console.print(f"skipped {path}: already done with this model and settings (--overwrite redoes it)",
+                                       highlight=False, soft_wrap=True)
             outcomes.append(outcome)
             progress.advance(overall)
+    write_run_summary(args.output, outcomes)
     _print_summary(console, outcomes, time.monotonic() - started)
     return 0 if all(o.ok for o in outcomes) else EXIT_FAILED
 
@@ -168,8 +180,10 @@ def _short(path: Path, width: int = 40) -> str:
 def _print_summary(console: Console, outcomes: list, wall_s: float) -> None:
     done = [o for o in outcomes if o.ok]
     failed = [o for o in outcomes if not o.ok]
+    skipped = sum(o.skipped for o in done)
     console.print(
-        f"{len(done)} done, {len(failed)} failed; {sum(o.faces for o in done)} faces; "
+        f"{len(done)} done{f' ({skipped} already complete)' if skipped else ''}, {len(failed)} failed; "
+        f"{sum(o.faces for o in done)} faces; "
         f"{sum(o.video_s for o in done):.1f} s of video in {wall_s:.1f} s wall time", highlight=False, soft_wrap=True)
     for o in done:
         console.print(f"  ok      {o.path} -> {o.out_dir}", highlight=False, soft_wrap=True)

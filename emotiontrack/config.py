@@ -27,8 +27,16 @@ class AnalyzeConfig:
     min_score: float = 0.7  # MTCNN probability below which a detection is dropped
     max_gap_s: float = 2.0  # a face unseen for up to this long keeps its id
     margin: float = 0.2  # crop margin around the detector's box, as a fraction of the box side
+    smooth_s: float = 1.0  # temporal smoothing window per face, seconds (0 = none)
+    video: bool = True  # write the annotated video (annotated stills for image folders)
     device: str = "auto"  # auto | cpu | cuda
     model: Path = dataclasses.field(default_factory=default_model_path)
+
+    def sample_interval_s(self, source_fps: float) -> float:
+        """Seconds between analysed frames (NaN for stills)."""
+        if self.fps > 0:
+            return 1.0 / self.fps if not source_fps or self.fps < source_fps else 1.0 / source_fps
+        return 1.0 / source_fps if source_fps else float("nan")
 
     def settings(self) -> dict[str, object]:
         """JSON-friendly settings (device is left out: it does not change results)."""

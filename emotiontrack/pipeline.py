@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 import pyarrow as pa
@@ -24,6 +25,7 @@ from emotiontrack.decode import FrameSampler, VideoReader, image_frames, probe
 from emotiontrack.detect import FaceDetector
 from emotiontrack.track import FaceTracker, iou_matrix
 from emotiontrack.types import Faces, Frame, VideoInfo
+from emotiontrack.summary import add_smoothed
 from emotiontrack.write import to_table
 
 log = logging.getLogger(__name__)
@@ -84,31 +86,55 @@ def _frames(info: VideoInfo, stack: ExitStack) -> Iterator[Frame] | VideoReader:
     return stack.enter_context(VideoReader(info))
 
 
+class FrameSink(Protocol):
+    """Receives every frame in order, with its faces if it was analysed (None otherwise)."""
+
+    wants_all_frames: bool
+
+    def push(self, frame: Frame, faces: Faces | None) -> None: ...
+
+
 def analyze_video(
     info: VideoInfo,
     config: AnalyzeConfig,
     models: Models,
     on_frames: Callable[[int], None] | None = None,
-    chunk: int = 4,
+    sinks: Sequence[FrameSink] = (),
+    chunk: int | None = None,
 ) -> VideoResult:
-    """Analyse one input. `on_frames(n)` is called as decoded frames are consumed (for progress)."""
+    """Analyse one input. `on_frames(n)` is called as decoded frames are consumed (for progress);
+    `sinks` see every frame (or only analysed ones) with its faces, in order."""
     started = time.monotonic()
+    chunk = chunk or (1 if models.detector.device.type == "cpu" else 16)  # GPUs gain from batches
+    keep_all = any(sink.wants_all_frames for sink in sinks)
     result = VideoResult(info)
     tracker = FaceTracker(config.max_gap_s)
     sampler = FrameSampler(config.fps)
-    pending: list[Frame] = []
+    queue: list[tuple[Frame, bool]] = []
+
+    def flush() -> None:
+        analysed = _analyse([f for f, take in queue if take], models, tracker)
+        result.faces.extend(analysed)
+        results = iter(analysed)
+        for frame, take in queue:
+            faces = next(results) if take else None
+            for sink in sinks:
+                if take or sink.wants_all_frames:
+                    sink.push(frame, faces)
+        queue.clear()
+
     with ExitStack() as stack:
         frames = _frames(info, stack)
         for frame in frames:
             result.frames_decoded += 1
-            if sampler.take(frame.time_s):
-                pending.append(frame)
-            if len(pending) >= chunk:
-                result.faces.extend(_analyse(pending, models, tracker))
-                pending = []
+            take = sampler.take(frame.time_s)
+            if take or keep_all:
+                queue.append((frame, take))
+            if sum(take for _, take in queue) >= chunk:
+                flush()
             if on_frames:
                 on_frames(1)
-        result.faces.extend(_analyse(pending, models, tracker))
+        flush()
         result.decode_errors = getattr(frames, "decode_errors", 0)
     result.wall_s = time.monotonic() - started
     return result
@@ -136,13 +162,15 @@ def _look_again(frame: Frame, faces: Faces, detector: FaceDetector, tracker: Fac
 
 
 def timeline_table(result: VideoResult, config: AnalyzeConfig, models: Models, video: str | None = None) -> pa.Table:
-    return to_table(video or str(result.info.path), result.faces, result.metadata(config, models.classifier.model_sha256))
+    """The timeline with its metadata and the smoothed columns."""
+    table = to_table(video or str(result.info.path), result.faces, result.metadata(config, models.classifier.model_sha256))
+    return add_smoothed(table, config.smooth_s)
 
 
 def analyze(path: str | Path, models: Models | None = None, **settings) -> pd.DataFrame:
     """Analyse one video or image folder; return its timeline as a DataFrame (same code as the CLI).
 
-    `settings` are AnalyzeConfig fields (fps, min_face, min_score, max_gap_s, margin, device, model).
+    `settings` are AnalyzeConfig fields (fps, min_face, min_score, max_gap_s, margin, smooth_s, device, model).
     The run's metadata is in `df.attrs["emotiontrack"]`.
     """
     config = AnalyzeConfig(**settings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from functools import cache
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,9 +67,22 @@ def read_metadata(path: Path) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items() if not k.startswith(b"pandas") and k != b"ARROW:schema"}
 
 
-def atomic_path(final: Path):
+@cache
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(is_dir: bool = False) -> int:
+    """The permissions a plain open()/mkdir() would give (mkstemp/mkdtemp make private ones)."""
+    return (0o777 if is_dir else 0o666) & ~_umask()
+
+
+def atomic_path(final: Path) -> Path:
     """A temporary path beside `final`, in the same folder so that os.replace is atomic."""
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.fchmod(fd, default_mode())
     os.close(fd)
     return Path(name)
 

@@ -1,0 +1,242 @@
+"""Annotated output: every source frame with each face's box, id and current emotion, encoded by ffmpeg.
+
+`FaceAnnotator.annotate(rgb, boxes)` draws (sizes scale with the frame, so labels read at 360p and 4K).
+`TrackHistory` keeps each face's analysed samples and answers "where is each face, and what does it
+feel, at time t": boxes are interpolated between analysed frames (and across gaps up to `bridge_s`),
+probabilities are the smoothed ones. `AnnotatedVideo` buffers frames until the analysis has run
+`lookahead_s` past them, so the drawn values are final, then pipes them to ffmpeg (libx264, yuv420p),
+which also copies the source's audio (or re-encodes it to AAC where mp4 cannot hold it).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import subprocess
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import ffmpeg
+import numpy as np
+from numpy.typing import NDArray
+
+from emotiontrack._ffmpeg import StderrTail, ffmpeg_path, stop_process
+from emotiontrack.errors import OutputError
+from emotiontrack.smooth import smooth_track
+from emotiontrack.types import EMOTIONS, Faces, Frame, VideoInfo
+from emotiontrack.write import atomic_path
+
+log = logging.getLogger(__name__)
+
+# One colour per emotion (RGB), shared by the video, the charts and the report.
+EMOTION_COLORS: dict[str, tuple[int, int, int]] = {
+    "angry": (214, 39, 40),
+    "disgust": (140, 160, 40),
+    "fear": (148, 103, 189),
+    "happy": (255, 187, 0),
+    "neutral": (150, 150, 150),
+    "sad": (31, 119, 180),
+    "surprise": (23, 190, 207),
+}
+MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac"}  # codecs that can be copied into mp4 as they are
+PENDING_BYTES = 512 * 2**20  # frames held for lookahead, at most (4K video draws a little earlier)
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """What to draw for one face: id, box (x1, y1, x2, y2) and probabilities in EMOTIONS order."""
+
+    face_id: int
+    xyxy: NDArray[np.float64]
+    probs: NDArray[np.float32]
+
+
+class FaceAnnotator:
+    """Draws boxes and labels ("3 happy 82%") coloured by emotion; sizes follow the frame's height."""
+
+    def annotate(self, rgb: NDArray[np.uint8], boxes: list[FaceBox]) -> NDArray[np.uint8]:
+        out = np.array(rgb)  # decoded frames are read-only views
+        height = out.shape[0]
+        thickness = max(1, round(height / 240))
+        font_scale = max(0.4, height / 900)
+        font_thickness = max(1, round(height / 400))
+        for face in boxes:
+            emotion = EMOTIONS[int(np.argmax(face.probs))]
+            colour = EMOTION_COLORS[emotion]
+            x1, y1, x2, y2 = (int(round(v)) for v in face.xyxy)
+            cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_AA)
+            label = f"{face.face_id} {emotion} {100 * float(np.max(face.probs)):.0f}%"
+            (tw, th), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_thickness)
+            top = y1 - th - baseline - 2 * thickness if y1 - th - baseline - 2 * thickness >= 0 else y2
+            cv2.rectangle(out, (x1, top), (x1 + tw + 2 * thickness, top + th + baseline + 2 * thickness), colour, -1)
+            cv2.putText(out, label, (x1 + thickness, top + th + thickness), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                        (0, 0, 0), font_thickness, cv2.LINE_AA)
+        return out
+
+
+@dataclass
+class _Track:
+    times: list[float] = field(default_factory=list)
+    boxes: list[NDArray[np.float64]] = field(default_factory=list)
+    probs: list[NDArray[np.float32]] = field(default_factory=list)
+
+
+class TrackHistory:
+    """Analysed samples per face; `at(t)` gives the boxes to draw at any time t."""
+
+    def __init__(self, smooth_s: float, bridge_s: float, hold_s: float):
+        self.smooth_s, self.bridge_s, self.hold_s = smooth_s, bridge_s, hold_s
+        self._tracks: dict[int, _Track] = {}
+        self.latest_s = -np.inf
+
+    def add(self, faces: Faces) -> None:
+        for face_id, box, probs in zip(faces.track_id, faces.xyxy, faces.probs):
+            track = self._tracks.setdefault(int(face_id), _Track())
+            track.times.append(faces.time_s)
+            track.boxes.append(box.astype(np.float64))
+            track.probs.append(probs)
+        self.latest_s = max(self.latest_s, faces.time_s)
+
+    def _smoothed(self, track: _Track, i: int) -> NDArray[np.float32]:
+        lo = bisect.bisect_left(track.times, track.times[i] - self.smooth_s)
+        hi = bisect.bisect_right(track.times, track.times[i] + self.smooth_s)
+        window = smooth_track(np.asarray(track.times[lo:hi]), np.asarray(track.probs[lo:hi]), self.smooth_s)
+        return window[i - lo]
+
+    def at(self, t: float) -> list[FaceBox]:
+        out = []
+        for face_id, track in self._tracks.items():
+            after = bisect.bisect_left(track.times, t)  # first sample at or after t
+            if after < len(track.times) and track.times[after] == t:
+                out.append(FaceBox(face_id, track.boxes[after], self._smoothed(track, after)))
+            elif 0 < after < len(track.times) and track.times[after] - track.times[after - 1] <= self.bridge_s:
+                t0, t1 = track.times[after - 1], track.times[after]
+                u = (t - t0) / (t1 - t0)
+                box = (1 - u) * track.boxes[after - 1] + u * track.boxes[after]
+                probs = (1 - u) * self._smoothed(track, after - 1) + u * self._smoothed(track, after)
+                out.append(FaceBox(face_id, box, probs))
+            elif after > 0 and t - track.times[after - 1] <= self.hold_s and (
+                    after == len(track.times) or track.times[after] - track.times[after - 1] > self.bridge_s):
+                out.append(FaceBox(face_id, track.boxes[after - 1], self._smoothed(track, after - 1)))
+        return out
+
+    def forget_before(self, t: float) -> None:
+        """Drop samples no longer needed to draw frames at or after t (bounded memory)."""
+        keep_from = t - max(self.smooth_s, self.bridge_s, self.hold_s) - 1.0
+        for face_id in list(self._tracks):
+            track = self._tracks[face_id]
+            cut = bisect.bisect_left(track.times, keep_from)
+            if cut:
+                del track.times[:cut], track.boxes[:cut], track.probs[:cut]
+            if not track.times:
+                del self._tracks[face_id]
+
+
+class VideoEncoder:
+    """ffmpeg encoding RGB frames piped to it into H.264 mp4, with the source's first audio stream."""
+
+    def __init__(self, path: Path, info: VideoInfo, width: int, height: int, crf: int = 23, preset: str = "ultrafast"):
+        self.path, self.tmp = path, atomic_path(path)
+        video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=str(info.fps))
+        # yuv420p needs even sizes: pad odd ones by a pixel rather than scale the picture.
+        video = video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
+        streams, audio_args = [video], {}
+        if info.audio_codec:
+            streams.append(ffmpeg.input(str(info.path))["a:0"])
+            audio_args = {"acodec": "copy"} if info.audio_codec in MP4_AUDIO else {"acodec": "aac", "audio_bitrate": "160k"}
+        args = (
+            ffmpeg.output(*streams, str(self.tmp), format="mp4", vcodec="libx264", preset=preset, crf=crf,
+                          pix_fmt="yuv420p", movflags="+faststart", fps_mode="passthrough", **audio_args)
+            .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y")
+            .compile(cmd=ffmpeg_path())
+        )
+        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._stderr = StderrTail(self._proc.stderr)
+        self.frames_written = 0
+
+    def write(self, rgb: NDArray[np.uint8]) -> None:
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(rgb).data)
+        except (BrokenPipeError, OSError):
+            self.abort()
+            raise OutputError(f"{self.path}: ffmpeg stopped encoding ({self._stderr.last_error()})") from None
+        self.frames_written += 1
+
+    def finish(self) -> None:
+        self._proc.stdin.close()
+        code = self._proc.wait()
+        self._stderr.join(timeout=5)
+        if code != 0:
+            self.tmp.unlink(missing_ok=True)
+            raise OutputError(f"{self.path}: ffmpeg could not encode the video ({self._stderr.last_error()})")
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        stop_process(self._proc)
+        self.tmp.unlink(missing_ok=True)
+
+
+class AnnotatedVideo:
+    """Receives every decoded frame (and the faces of analysed ones) and writes the annotated video."""
+
+    wants_all_frames = True
+
+    def __init__(self, path: Path, info: VideoInfo, smooth_s: float, max_gap_s: float, sample_interval_s: float,
+                 annotator: FaceAnnotator | None = None):
+        self.info, self.path = info, path
+        self.annotator = annotator or FaceAnnotator()
+        bridge_s = min(max_gap_s, 1.0)
+        hold_s = sample_interval_s * 1.01
+        self.history = TrackHistory(smooth_s, bridge_s, hold_s)
+        # A frame is drawn once the analysis has passed it by the bridge (to know the next sample) plus the
+        # smoothing window (to know that sample's smoothed value): then the drawn values are final.
+        self.lookahead_s = max(bridge_s, hold_s) + smooth_s
+        self._pending: deque[Frame] = deque()
+        self._pending_bytes = 0
+        self._encoder: VideoEncoder | None = None
+
+    def push(self, frame: Frame, faces: Faces | None = None) -> None:
+        if faces is not None:
+            self.history.add(faces)
+        self._pending.append(frame)
+        self._pending_bytes += frame.rgb.nbytes
+        self._drain(self.history.latest_s - self.lookahead_s)
+
+    def _drain(self, ready_until: float) -> None:
+        while self._pending and (self._pending[0].time_s <= ready_until or self._pending_bytes > PENDING_BYTES):
+            frame = self._pending.popleft()
+            self._pending_bytes -= frame.rgb.nbytes
+            if self._encoder is None:
+                height, width = frame.rgb.shape[:2]
+                self._encoder = VideoEncoder(self.path, self.info, width, height)
+            self._encoder.write(self.annotator.annotate(frame.rgb, self.history.at(frame.time_s)))
+            self.history.forget_before(frame.time_s)
+
+    def finish(self) -> None:
+        self._drain(np.inf)
+        if self._encoder is not None:
+            self._encoder.finish()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        if self._encoder is not None:
+            self._encoder.abort()
+
+
+def write_annotated_still(path: Path, frame: Frame, faces: Faces, annotator: FaceAnnotator | None = None) -> None:
+    """An annotated JPEG of one still (image folders), written atomically."""
+    boxes = [FaceBox(int(i), b.astype(np.float64), p) for i, b, p in zip(faces.track_id, faces.xyxy, faces.probs)]
+    image = (annotator or FaceAnnotator()).annotate(frame.rgb, boxes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    try:
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not ok:
+            raise OutputError(f"{path}: could not encode JPEG")
+        tmp.write_bytes(data.tobytes())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
