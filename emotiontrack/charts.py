@@ -87,7 +87,7 @@ def plot_shares(faces: pd.DataFrame, title: str, path: Path) -> Path | None:
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of the face's analysed time")
     ax.set_title(f"Emotion share per face — {title}", fontsize=11)
-    ax.legend(ncols=len(EMOTIONS), loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(faces) < 4 else -0.08), fontsize=8, frameon=False)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=len(EMOTIONS), fontsize=8, frameon=False)
     return _save(fig, path)
 
 
@@ -111,5 +111,5 @@ def plot_overview(summary: pd.DataFrame, path: Path) -> Path | None:
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of analysed face-time")
     ax.set_title("Emotion share per video (all faces)", fontsize=11)
-    ax.legend(ncols=len(EMOTIONS), loc="lower center", bbox_to_anchor=(0.5, 1.02), fontsize=8, frameon=False)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=len(EMOTIONS), fontsize=8, frameon=False)
     return _save(fig, path)
