@@ -53,7 +53,7 @@ def ffprobe_path() -> str:
 def probe_json(path: Path, timeout_s: float = 60.0) -> dict:
     """ffprobe's streams and format as JSON. Raises subprocess errors for the caller to word."""
     args = [ffprobe_path(), "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)]
-    done = subprocess.run(args, capture_output=True, timeout=timeout_s, check=False)
+    done = subprocess.run(args, capture_output=True, timeout=timeout_s, check=False, start_new_session=True)
     if done.returncode != 0:
         raise subprocess.CalledProcessError(done.returncode, args, done.stdout, done.stderr)
     return json.loads(done.stdout.decode("utf-8", "replace"))
@@ -83,6 +83,11 @@ class StderrTail(threading.Thread):
             if any(word in line.lower() for word in ("error", "invalid", "not found", "no such", "denied", "failed")):
                 return line.split("] ", 1)[-1].strip()
         return self.lines[-1].strip() if self.lines else "no output"
+
+
+def start(args: list[str], **pipes) -> subprocess.Popen:
+    """Start ffmpeg in its own session: a Ctrl-C reaches only us, and we stop it (see stop_process)."""
+    return subprocess.Popen(args, start_new_session=True, **pipes)
 
 
 def stop_process(proc: subprocess.Popen, grace_s: float = 2.0) -> None:

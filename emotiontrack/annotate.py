@@ -23,7 +23,7 @@ import ffmpeg
 import numpy as np
 from numpy.typing import NDArray
 
-from emotiontrack._ffmpeg import StderrTail, ffmpeg_path, stop_process
+from emotiontrack._ffmpeg import StderrTail, ffmpeg_path, start, stop_process
 from emotiontrack.errors import OutputError
 from emotiontrack.smooth import smooth_track
 from emotiontrack.types import EMOTIONS, Faces, Frame, VideoInfo
@@ -153,7 +153,7 @@ class VideoEncoder:
             .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y")
             .compile(cmd=ffmpeg_path())
         )
-        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._proc = start(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._stderr = StderrTail(self._proc.stderr)
         self.frames_written = 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -18,7 +19,15 @@ from rich.logging import RichHandler
 from emotiontrack import __version__
 from emotiontrack.errors import EmotionTrackError
 
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that cleanup runs exactly as for Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 log = logging.getLogger("emotiontrack")
 
@@ -262,14 +271,18 @@ def main(argv: list[str] | None = None) -> int:
                         handlers=[RichHandler(console=console, show_path=False)])
     for noisy in ("PIL", "matplotlib", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return RUNNERS[args.command](args, console)
     except EmotionTrackError as exc:
         console.print(f"[red]emotiontrack: error:[/] {exc}", highlight=False, soft_wrap=True)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        console.print("emotiontrack: interrupted")
+        console.print("emotiontrack: interrupted; unfinished outputs were removed", soft_wrap=True)
         return EXIT_INTERRUPTED
+    except Terminated:
+        console.print("emotiontrack: terminated; unfinished outputs were removed", soft_wrap=True)
+        return EXIT_TERMINATED
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import ffmpeg
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from emotiontrack._ffmpeg import StderrTail, ffmpeg_path, probe_json, stop_process
+from emotiontrack._ffmpeg import StderrTail, ffmpeg_path, probe_json, start, stop_process
 from emotiontrack.errors import DecodeError, InputError
 from emotiontrack.types import Frame, VideoInfo
 
@@ -158,7 +158,7 @@ class VideoReader:
             .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "info")
             .compile(cmd=ffmpeg_path())
         )
-        self._proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self._proc = start(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         self._stderr = StderrTail(self._proc.stderr, self._on_stderr_line)
         self._stopped = threading.Event()
         self._reader = threading.Thread(target=self._read_frames, daemon=True)
