@@ -53,6 +53,7 @@ class Outcome:
     analysed_frames: int = 0
     wall_s: float = 0.0
     skipped: bool = False  # already complete from an earlier run with the same model and settings
+    stage_s: dict[str, float] | None = None  # wall seconds per pipeline stage
 
     @property
     def ok(self) -> bool:
@@ -153,7 +154,7 @@ def analyze_input(
             shutil.rmtree(staging, ignore_errors=True)
     video_s = info.duration_s if math.isfinite(info.duration_s) else 0.0
     return Outcome(path, out_dir, faces=result.face_ids, video_s=video_s, analysed_frames=result.analysed_frames,
-                   wall_s=time.monotonic() - started)
+                   wall_s=time.monotonic() - started, stage_s=dict(result.times))
 
 
 def _analyse_into(staging: Path, path: Path, info: VideoInfo, config: AnalyzeConfig, models: Models,
@@ -170,12 +171,17 @@ def _analyse_into(staging: Path, path: Path, info: VideoInfo, config: AnalyzeCon
     try:
         result = analyze_video(info, config, models, on_frames, sinks)
         if video is not None:
-            video.finish()
+            with result.times.measure("annotate"):
+                video.finish()
     except BaseException:
         if video is not None:
             video.abort()
         raise
-    _write_outputs(staging, path, result, config, models, crops, interval)
+    if result.decode_errors:
+        log.warning("%s: %d decoder errors (damaged data); analysed the %d frames that decoded (container says %s)",
+                    path, result.decode_errors, result.frames_decoded, info.n_frames or "unknown")
+    with result.times.measure("write"):
+        _write_outputs(staging, path, result, config, models, crops, interval)
     return result
 
 

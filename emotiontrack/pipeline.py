@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -45,6 +45,18 @@ def load_models(config: AnalyzeConfig) -> Models:
     )
 
 
+class StageTimes(dict):
+    """Wall seconds spent per pipeline stage (decode counts only the time spent waiting for frames)."""
+
+    @contextmanager
+    def measure(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[stage] = self.get(stage, 0.0) + time.perf_counter() - started
+
+
 @dataclass
 class VideoResult:
     info: VideoInfo
@@ -52,6 +64,7 @@ class VideoResult:
     frames_decoded: int = 0
     decode_errors: int = 0
     wall_s: float = 0.0
+    times: StageTimes = field(default_factory=StageTimes)
 
     @property
     def analysed_frames(self) -> int:
@@ -112,20 +125,23 @@ def analyze_video(
     sampler = FrameSampler(config.fps)
     queue: list[tuple[Frame, bool]] = []
 
+    times = result.times
+
     def flush() -> None:
-        analysed = _analyse([f for f, take in queue if take], models, tracker)
+        analysed = _analyse([f for f, take in queue if take], models, tracker, times)
         result.faces.extend(analysed)
         results = iter(analysed)
-        for frame, take in queue:
-            faces = next(results) if take else None
-            for sink in sinks:
-                if take or sink.wants_all_frames:
-                    sink.push(frame, faces)
+        with times.measure("annotate"):
+            for frame, take in queue:
+                faces = next(results) if take else None
+                for sink in sinks:
+                    if take or sink.wants_all_frames:
+                        sink.push(frame, faces)
         queue.clear()
 
     with ExitStack() as stack:
         frames = _frames(info, stack)
-        for frame in frames:
+        for frame in _timed(frames, times):
             result.frames_decoded += 1
             take = sampler.take(frame.time_s)
             if take or keep_all:
@@ -140,12 +156,29 @@ def analyze_video(
     return result
 
 
-def _analyse(frames: list[Frame], models: Models, tracker: FaceTracker) -> list[Faces]:
+def _timed(frames, times: StageTimes) -> Iterator[Frame]:
+    iterator = iter(frames)
+    while True:
+        with times.measure("decode"):
+            frame = next(iterator, None)
+        if frame is None:
+            return
+        yield frame
+
+
+def _analyse(frames: list[Frame], models: Models, tracker: FaceTracker, times: StageTimes) -> list[Faces]:
     if not frames:
         return []
-    detected = models.detector.detect(frames)
-    tracked = [tracker.update(_look_again(frame, faces, models.detector, tracker)) for frame, faces in zip(frames, detected)]
-    return models.classifier.classify([frame.rgb for frame in frames], tracked)
+    with times.measure("detect"):
+        detected = models.detector.detect(frames)
+    tracked = []
+    for frame, faces in zip(frames, detected):
+        with times.measure("detect"):
+            faces = _look_again(frame, faces, models.detector, tracker)
+        with times.measure("track"):
+            tracked.append(tracker.update(faces))
+    with times.measure("classify"):
+        return models.classifier.classify([frame.rgb for frame in frames], tracked)
 
 
 def _look_again(frame: Frame, faces: Faces, detector: FaceDetector, tracker: FaceTracker) -> Faces:
