@@ -13,7 +13,9 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+import queue
 import subprocess
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,9 +182,71 @@ class VideoEncoder:
 
 
 class AnnotatedVideo:
-    """Receives every decoded frame (and the faces of analysed ones) and writes the annotated video."""
+    """Receives every decoded frame (and the faces of analysed ones) and writes the annotated video.
+
+    Drawing and piping to ffmpeg run in a worker thread (cv2 and pipe writes release the GIL), so they
+    overlap detection and classification in the caller's thread.
+    """
 
     wants_all_frames = True
+
+    def __init__(self, path: Path, info: VideoInfo, smooth_s: float, max_gap_s: float, sample_interval_s: float,
+                 annotator: FaceAnnotator | None = None):
+        self._state = _AnnotationState(path, info, smooth_s, max_gap_s, sample_interval_s, annotator)
+        self._inbox: queue.Queue = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, daemon=True)
+        self._worker.start()
+
+    def _work(self) -> None:
+        try:
+            while True:
+                item = self._inbox.get()
+                if item is None or self._stop.is_set():
+                    break
+                self._state.push(*item)
+            if not self._stop.is_set():
+                self._state.finish()
+        except BaseException as exc:  # re-raised in the caller's thread
+            self._error = exc
+            self._state.abort()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def push(self, frame: Frame, faces: Faces | None = None) -> None:
+        while True:
+            self._check()
+            try:
+                self._inbox.put((frame, faces), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        """Draw what is left, wait for the encoder and move the file into place."""
+        self._check()
+        self._inbox.put(None)
+        self._worker.join()
+        self._check()
+
+    def abort(self) -> None:
+        """Stop at once: kill the encoder and delete its partial file."""
+        self._stop.set()
+        while True:
+            try:
+                self._inbox.get_nowait()
+            except queue.Empty:
+                break
+        self._inbox.put(None)
+        self._worker.join(timeout=10)
+        self._state.abort()
+
+
+class _AnnotationState:
+    """The annotation itself, run by AnnotatedVideo's worker thread."""
 
     def __init__(self, path: Path, info: VideoInfo, smooth_s: float, max_gap_s: float, sample_interval_s: float,
                  annotator: FaceAnnotator | None = None):

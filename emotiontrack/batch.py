@@ -159,6 +159,7 @@ def analyze_input(
 
 def _analyse_into(staging: Path, path: Path, info: VideoInfo, config: AnalyzeConfig, models: Models,
                   on_frames: Callable[[int], None] | None) -> VideoResult:
+    started = time.monotonic()
     interval = config.sample_interval_s(float(info.fps))
     crops = BestCrops()
     sinks: list = [crops]
@@ -181,12 +182,12 @@ def _analyse_into(staging: Path, path: Path, info: VideoInfo, config: AnalyzeCon
         log.warning("%s: %d decoder errors (damaged data); analysed the %d frames that decoded (container says %s)",
                     path, result.decode_errors, result.frames_decoded, info.n_frames or "unknown")
     with result.times.measure("write"):
-        _write_outputs(staging, path, result, config, models, crops, interval)
+        _write_outputs(staging, path, result, config, models, crops, interval, started)
     return result
 
 
 def _write_outputs(staging: Path, path: Path, result: VideoResult, config: AnalyzeConfig, models: Models,
-                   crops: BestCrops, interval: float) -> None:
+                   crops: BestCrops, interval: float, started: float) -> None:
     name = str(path)
     table = timeline_table(result, config, models, name)
     write_parquet(table, staging / TIMELINE)
@@ -201,7 +202,8 @@ def _write_outputs(staging: Path, path: Path, result: VideoResult, config: Analy
     video_report(staging, name, faces, result.metadata(config, models.classifier.model_sha256), charts, links)
     files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
     manifest = {**_manifest_key(path, config, models.classifier.model_sha256), "files": files,
-                "completed": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "completed": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": time.monotonic() - started,
+                "stage_seconds": dict(result.times)}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
 

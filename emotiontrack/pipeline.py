@@ -118,7 +118,9 @@ def analyze_video(
     """Analyse one input. `on_frames(n)` is called as decoded frames are consumed (for progress);
     `sinks` see every frame (or only analysed ones) with its faces, in order."""
     started = time.monotonic()
-    chunk = chunk or (1 if models.detector.device.type == "cpu" else 16)  # GPUs gain from batches
+    # Analysed frames go through detection and classification in chunks: the CNN is ~20% cheaper per crop
+    # in batches of 16 than 4 on a CPU, and a GPU gains far more.
+    chunk = chunk or (4 if models.detector.device.type == "cpu" else 16)
     keep_all = any(sink.wants_all_frames for sink in sinks)
     result = VideoResult(info)
     tracker = FaceTracker(config.max_gap_s)
