@@ -142,9 +142,13 @@ class VideoEncoder:
 
     def __init__(self, path: Path, info: VideoInfo, width: int, height: int, crf: int = 23, preset: str = "ultrafast"):
         self.path, self.tmp = path, atomic_path(path)
-        video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=str(info.fps))
-        # yuv420p needs even sizes: pad odd ones by a pixel rather than scale the picture.
-        video = video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
+        # Even-sized frames cross the pipe as I420 (converted by OpenCV, the inverse of the decoder's
+        # conversion); odd sizes go as RGB and are padded by a pixel, as yuv420p needs even sizes.
+        self._i420 = width % 2 == 0 and height % 2 == 0
+        video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="yuv420p" if self._i420 else "rgb24",
+                             s=f"{width}x{height}", framerate=str(info.fps))
+        if not self._i420:
+            video = video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
         streams, audio_args = [video], {}
         if info.audio_codec:
             streams.append(ffmpeg.input(str(info.path))["a:0"])
@@ -160,8 +164,9 @@ class VideoEncoder:
         self.frames_written = 0
 
     def write(self, rgb: NDArray[np.uint8]) -> None:
+        data = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420) if self._i420 else np.ascontiguousarray(rgb)
         try:
-            self._proc.stdin.write(np.ascontiguousarray(rgb).data)
+            self._proc.stdin.write(data.data)
         except (BrokenPipeError, OSError):
             self.abort()
             raise OutputError(f"{self.path}: ffmpeg stopped encoding ({self._stderr.last_error()})") from None

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import ffmpeg
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -152,9 +153,13 @@ class VideoReader:
         self._frames: queue.Queue[Frame | BaseException | None] = queue.Queue(
             max(2, QUEUE_BYTES // (info.width * info.height * 3))
         )
+        # Frames cross the pipe as I420 (half the bytes of RGB; pipe copies cost as much CPU as decoding
+        # here) and become RGB in the reader thread. Odd frame sizes have no exact I420 layout: RGB then.
+        self._i420 = info.width % 2 == 0 and info.height % 2 == 0
         args = (
             ffmpeg.input(str(info.path))
-            .output("pipe:", format="rawvideo", pix_fmt="rgb24", vf="showinfo", map="0:v:0", fps_mode="passthrough")
+            .output("pipe:", format="rawvideo", pix_fmt="yuv420p" if self._i420 else "rgb24", vf="showinfo",
+                    map="0:v:0", fps_mode="passthrough")
             .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "info")
             .compile(cmd=ffmpeg_path())
         )
@@ -173,28 +178,33 @@ class VideoReader:
             self.decode_errors += 1
 
     def _read_frames(self) -> None:
-        size = self.info.width * self.info.height * 3
+        width, height = self.info.width, self.info.height
+        size = width * height * 3 // 2 if self._i420 else width * height * 3
         try:
             while not self._stopped.is_set():
                 data = self._read_exactly(size)
                 if data is None:
                     break
                 index, time_s = self._timestamps.get(timeout=self.stall_timeout_s)
-                rgb = np.frombuffer(data, np.uint8).reshape(self.info.height, self.info.width, 3)
+                if self._i420:
+                    rgb = cv2.cvtColor(np.frombuffer(data, np.uint8).reshape(height * 3 // 2, width), cv2.COLOR_YUV2RGB_I420)
+                else:
+                    rgb = np.frombuffer(data, np.uint8).reshape(height, width, 3)
                 self._put(Frame(index, time_s if math.isfinite(time_s) else index / float(self.info.fps), rgb))
             self._put(None)
         except BaseException as exc:  # handed to the consumer, which raises it
             self._put(exc)
 
-    def _read_exactly(self, size: int) -> bytes | None:
-        chunks, remaining = [], size
-        while remaining:
-            chunk = self._proc.stdout.read(remaining)
-            if not chunk:
+    def _read_exactly(self, size: int) -> bytearray | None:
+        """One frame's bytes, read straight into a new buffer (no intermediate copies)."""
+        buffer = bytearray(size)
+        view, filled = memoryview(buffer), 0
+        while filled < size:
+            n = self._proc.stdout.readinto(view[filled:])
+            if not n:
                 return None  # end of stream (a partial last frame is dropped)
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
+            filled += n
+        return buffer
 
     def _put(self, item) -> None:
         while not self._stopped.is_set():
