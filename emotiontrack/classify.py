@@ -1,7 +1,7 @@
 """Classify face crops into the seven emotions with the trained Keras model.
 
-Crops are framed like FER2013's faces: a square around the detector's box, enlarged by a margin on
-every side (the detector's box is tighter than FER2013's framing), turned grayscale and shrunk to
+Crops are framed like FER2013's faces: the square of the detector's box's longer side (MTCNN's box spans
+about the height of a FER2013 image; see config.AnalyzeConfig.margin), turned grayscale and shrunk to
 48x48 with area averaging. All crops of a batch of frames go through the model in one call.
 """
 
@@ -22,7 +22,7 @@ from emotiontrack.errors import ModelError
 from emotiontrack.model import INPUT_SIZE, load_model, model_labels
 from emotiontrack.types import EMOTIONS, Faces
 
-DEFAULT_MARGIN = 0.2
+DEFAULT_MARGIN = 0.0
 
 
 def crop_face(rgb: NDArray[np.uint8], xyxy: NDArray, margin: float = DEFAULT_MARGIN, size: int = INPUT_SIZE) -> NDArray[np.uint8]:

@@ -26,7 +26,10 @@ class AnalyzeConfig:
     min_face: float = 80.0  # smallest face to find, in source pixels (sets the detector's resolution)
     min_score: float = 0.7  # MTCNN probability below which a detection is dropped
     max_gap_s: float = 2.0  # a face unseen for up to this long keeps its id
-    margin: float = 0.2  # crop margin around the detector's box, as a fraction of the box side
+    # Crop margin around the detector box, as a fraction of its side. 0 (the square of the box's longer side)
+    # frames faces like FER2013: on upscaled validation faces MTCNN's box spans the whole image height, and
+    # classifying such crops is as accurate as classifying the originals; every +0.1 costs ~5 points.
+    margin: float = 0.0
     smooth_s: float = 1.0  # temporal smoothing window per face, seconds (0 = none)
     video: bool = True  # write the annotated video (annotated stills for image folders)
     device: str = "auto"  # auto | cpu | cuda
