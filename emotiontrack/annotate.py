@@ -45,6 +45,7 @@ EMOTION_COLORS: dict[str, tuple[int, int, int]] = {
 }
 MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac"}  # codecs that can be copied into mp4 as they are
 PENDING_BYTES = 512 * 2**20  # frames held for lookahead, at most (4K video draws a little earlier)
+INBOX_BYTES = 128 * 2**20  # frames queued for the drawing thread, at most
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,8 @@ class AnnotatedVideo:
     def __init__(self, path: Path, info: VideoInfo, smooth_s: float, max_gap_s: float, sample_interval_s: float,
                  annotator: FaceAnnotator | None = None):
         self._state = _AnnotationState(path, info, smooth_s, max_gap_s, sample_interval_s, annotator)
-        self._inbox: queue.Queue = queue.Queue(maxsize=8)
+        # Room for the frames between two analysed chunks, so the caller rarely waits for the drawing.
+        self._inbox: queue.Queue = queue.Queue(maxsize=max(4, INBOX_BYTES // max(1, info.width * info.height * 3)))
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, daemon=True)

@@ -22,7 +22,9 @@ def default_model_path() -> Path:
 class AnalyzeConfig:
     """Every setting that changes an analysis result; recorded in each timeline's metadata."""
 
-    fps: float = 3.0  # frames analysed per second of video; 0 = every frame
+    # Frames analysed per second of video (0 = every frame). Expressions last 0.5-4 s: two looks a second,
+    # smoothed over a second, resolve them, and detection dominates the cost of a run (see reports/).
+    fps: float = 2.0
     min_face: float = 80.0  # smallest face to find, in source pixels (sets the detector's resolution)
     min_score: float = 0.7  # MTCNN probability below which a detection is dropped
     max_gap_s: float = 2.0  # a face unseen for up to this long keeps its id

@@ -55,8 +55,8 @@ def test_cli_writes_timelines_and_reports_bad_inputs(two_face_clip, tiny_model, 
     assert [schema.field(i) for i in range(len(TIMELINE_SCHEMA))] == list(TIMELINE_SCHEMA)  # exact names and types
     assert schema.names[len(TIMELINE_SCHEMA):] == [f"smooth_{e}" for e in EMOTIONS] + ["smooth_emotion"]
     meta = read_metadata(timeline)
-    assert json.loads(meta["analysed_frames"]) == 12 and meta["source_fps"] == "25"
-    assert len(meta["model_sha256"]) == 64 and json.loads(meta["settings"])["fps"] == 3.0
+    assert json.loads(meta["analysed_frames"]) == 8 and meta["source_fps"] == "25"  # 4 s at 2 fps
+    assert len(meta["model_sha256"]) == 64 and json.loads(meta["settings"])["fps"] == 2.0
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [path.stem]  # nothing written for failed inputs
 
 
