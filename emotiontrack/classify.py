@@ -8,6 +8,7 @@ about the height of a FER2013 image; see config.AnalyzeConfig.margin), turned gr
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -41,6 +42,7 @@ class EmotionClassifier:
             raise ModelError(f"model classes {labels} are not the seven emotions {list(EMOTIONS)}")
         self.model, self.margin, self.device, self.batch_size = model, margin, device, batch_size
         self.model_sha256 = model_sha256
+        self._lock = threading.Lock()  # Keras layers are not documented as safe to call from several threads
         self._order = [labels.index(name) for name in EMOTIONS]  # model output -> EMOTIONS columns
 
     @classmethod
@@ -55,7 +57,7 @@ class EmotionClassifier:
         if len(crops) == 0:
             return np.empty((0, len(EMOTIONS)), np.float32)
         x = crops.astype(np.float32)[..., None]
-        with keras.device(self.device):
+        with self._lock, keras.device(self.device):
             parts = [keras.ops.convert_to_numpy(self.model([x[i : i + self.batch_size]], training=False))
                      for i in range(0, len(x), self.batch_size)]
         return np.concatenate(parts)[:, self._order].astype(np.float32)

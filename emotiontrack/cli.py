@@ -123,6 +123,9 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=d.model, help="Keras model file (default: the shipped model)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device,
                    help="where MTCNN and the CNN run; auto uses CUDA when torch sees a GPU (default: %(default)s)")
+    p.add_argument("--jobs", type=_positive_int, default=1,
+                   help="inputs analysed at the same time, sharing the loaded models; more than the number of CPU "
+                        "cores only slows things down (default: %(default)s)")
     p.add_argument("--threads", type=_positive_int, default=1,
                    help="CPU threads for MTCNN and the CNN; ffmpeg decodes and encodes in its own processes beside "
                         "them (default: %(default)s)")
@@ -163,27 +166,40 @@ def _run_analyze(args: argparse.Namespace, console: Console) -> int:
 
     models = load_models(config)
     dirs = output_dirs(args.paths, args.output)
-    outcomes = []
+    jobs = min(args.jobs, os.cpu_count() or 1, len(args.paths))
+    if jobs < args.jobs:
+        log.info("--jobs %d: using %d (CPU cores and inputs bound it)", args.jobs, jobs)
     columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         overall = progress.add_task("inputs", total=len(args.paths))
-        for path in args.paths:
+
+        def run_one(path: Path):
             task = progress.add_task(_short(path), total=None)
             outcome = analyze_input(
                 path, dirs[path], config, models,
-                on_start=lambda info, task=task: progress.update(task, total=info.n_frames),
-                on_frames=lambda n, task=task: progress.advance(task, n),
+                on_start=lambda info: progress.update(task, total=info.n_frames),
+                on_frames=lambda n: progress.advance(task, n),
                 overwrite=args.overwrite,
             )
-            progress.update(task, total=progress.tasks[task].completed or 1, completed=progress.tasks[task].completed or 1)
+            done = progress.tasks[task].completed or 1
+            progress.update(task, total=done, completed=done)
             if not outcome.ok:
                 progress.console.print(f"[red]failed:[/] {outcome.error}", highlight=False, soft_wrap=True)
             elif outcome.skipped:
                 progress.console.print(f"skipped {path}: already done with this model and settings (--overwrite redoes it)",
                                        highlight=False, soft_wrap=True)
-            outcomes.append(outcome)
             progress.advance(overall)
+            return outcome
+
+        if jobs == 1:
+            outcomes = [run_one(path) for path in args.paths]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # Threads share the models; torch and ffmpeg release the GIL, so inputs overlap.
+            with ThreadPoolExecutor(jobs) as pool:
+                outcomes = list(pool.map(run_one, args.paths))
     write_run_summary(args.output, outcomes)
     _print_summary(console, outcomes, time.monotonic() - started)
     return 0 if all(o.ok for o in outcomes) else EXIT_FAILED
