@@ -231,6 +231,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                        description="Accuracy, macro-F1, per-class scores, confusion matrix, calibration (ECE), speed.")
     p.add_argument("data", type=Path, metavar="DATA_DIR", help="a split: <emotion>/ folders of images (a folder or zip)")
     p.add_argument("--model", type=Path, default=default_model_path(), help="model file (default: the shipped model)")
+    p.add_argument("--split", metavar="NAME",
+                   help="evaluate the folder of this name inside DATA_DIR (e.g. validation in the Kaggle zip)")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout instead of tables")
     p.add_argument("--plots", type=Path, metavar="DIR", help="write confusion.png and reliability.png into DIR")
     p.add_argument("--save", type=Path, metavar="FILE", help="also write the JSON report to FILE")
@@ -248,7 +250,7 @@ def _run_evaluate(args: argparse.Namespace, console: Console) -> int:
                   console=console, transient=True) as progress:
         task = progress.add_task("images", total=None)
         report = evaluate(args.data, args.model, on_batch=lambda n: progress.advance(task, n),
-                          on_loaded=lambda n: progress.update(task, total=n))
+                          on_loaded=lambda n: progress.update(task, total=n), split_name=args.split)
     if args.plots:
         report["plots"] = [str(p) for p in save_plots(report, args.plots)]
     if args.save:

@@ -138,12 +138,19 @@ def load_train_val(data: Path, val_dir: Path | None = None) -> tuple[Split, Spli
     return train, load_split(val_dir, train.classes)
 
 
-def load_split(path: Path, classes: tuple[str, ...] | None = None, require_all: bool = True) -> Split:
-    """Load one split: a folder (or zip) of <emotion>/ folders, or one whose single subfolder is that.
+def load_split(path: Path, classes: tuple[str, ...] | None = None, require_all: bool = True,
+               split: str | None = None) -> Split:
+    """Load one split: a folder (or zip) of <emotion>/ folders, or one whose single subfolder is that;
+    with `split`, the folder of that name anywhere inside (e.g. "validation" in the Kaggle zip).
 
     With `classes`, folder names must be among them; `require_all=False` allows some to be absent.
     """
     tree = _Tree.open(Path(path))
+    if split is not None:
+        found = sorted((d for d in tree.dirs | {f.parent for f in tree.files} if d.name == split), key=lambda d: len(d.parts))
+        if not found:
+            raise InputError(f"{tree.name}: no folder named {split!r}")
+        return _load(tree, found[0], classes, require_all)
     split_dir = PurePosixPath()
     # Descend through wrapper folders (e.g. a zip holding images/test/<emotion>/).
     while len(tree.subdirs(split_dir)) == 1 and not _images_by_class(tree, split_dir).get(

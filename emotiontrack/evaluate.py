@@ -88,10 +88,10 @@ def predict_in_batches(model: keras.Model, images: NDArray[np.uint8], batch_size
 
 
 def evaluate(data: Path, model_path: Path, on_batch: Callable[[int], None] | None = None,
-             on_loaded: Callable[[int], None] | None = None) -> dict[str, Any]:
+             on_loaded: Callable[[int], None] | None = None, split_name: str | None = None) -> dict[str, Any]:
     model = load_model(model_path)
     labels = model_labels(model)
-    split = load_split(data, tuple(labels), require_all=False)
+    split = load_split(data, tuple(labels), require_all=False, split=split_name)
     if on_loaded:
         on_loaded(len(split))
     started = time.perf_counter()

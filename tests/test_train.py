@@ -36,6 +36,10 @@ def test_trained_model_is_calibrated_and_readable_by_evaluate(tiny_model, tiny_d
     assert (tmp_path / "plots" / "reliability.png").stat().st_size > 1000
     table = cli("evaluate", tiny_dataset / "validation", "--model", tiny_model)
     assert table.returncode == 0 and "macro-F1" in table.stdout and "surprise" in table.stdout
+    by_name = cli("evaluate", tiny_dataset, "--split", "validation", "--model", tiny_model, "--json")
+    assert by_name.returncode == 0 and json.loads(by_name.stdout)["confusion"] == report["confusion"]
+    missing = cli("evaluate", tiny_dataset, "--split", "test", "--model", tiny_model)
+    assert missing.returncode == 1 and "no folder named 'test'" in missing.stderr
 
 
 def test_a_learnable_task_is_learned(tmp_path):
