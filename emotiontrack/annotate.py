@@ -43,7 +43,9 @@ EMOTION_COLORS: dict[str, tuple[int, int, int]] = {
     "sad": (31, 119, 180),
     "surprise": (23, 190, 207),
 }
-MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac"}  # codecs that can be copied into mp4 as they are
+# Audio copied as it is; anything else (AC-3, PCM, Vorbis...) is re-encoded to AAC, which every browser
+# and phone plays from an mp4 (mp4 could hold AC-3, but browsers would not play it).
+COPIED_AUDIO = {"aac"}
 PENDING_BYTES = 512 * 2**20  # frames held for lookahead, at most (4K video draws a little earlier)
 INBOX_BYTES = 128 * 2**20  # frames queued for the drawing thread, at most
 
@@ -153,7 +155,7 @@ class VideoEncoder:
         streams, audio_args = [video], {}
         if info.audio_codec:
             streams.append(ffmpeg.input(str(info.path))["a:0"])
-            audio_args = {"acodec": "copy"} if info.audio_codec in MP4_AUDIO else {"acodec": "aac", "audio_bitrate": "160k"}
+            audio_args = {"acodec": "copy"} if info.audio_codec in COPIED_AUDIO else {"acodec": "aac", "audio_bitrate": "160k"}
         args = (
             ffmpeg.output(*streams, str(self.tmp), format="mp4", vcodec="libx264", preset=preset, crf=crf,
                           pix_fmt="yuv420p", movflags="+faststart", fps_mode="passthrough", **audio_args)
@@ -173,9 +175,13 @@ class VideoEncoder:
             raise OutputError(f"{self.path}: ffmpeg stopped encoding ({self._stderr.last_error()})") from None
         self.frames_written += 1
 
-    def finish(self) -> None:
+    def finish(self, timeout_s: float = 300.0) -> None:
         self._proc.stdin.close()
-        code = self._proc.wait()
+        try:
+            code = self._proc.wait(timeout_s)  # a watchdog: ffmpeg only has to flush what it holds
+        except subprocess.TimeoutExpired:
+            self.abort()
+            raise OutputError(f"{self.path}: ffmpeg did not finish encoding within {timeout_s:.0f} s") from None
         self._stderr.join(timeout=5)
         if code != 0:
             self.tmp.unlink(missing_ok=True)

@@ -32,6 +32,11 @@ def crop_face(rgb: NDArray[np.uint8], xyxy: NDArray, margin: float = DEFAULT_MAR
     return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
 
 
+def _keras_device(device: str) -> str:
+    """Our device names in the spelling every Keras backend accepts."""
+    return "gpu:0" if device.startswith("cuda") else "cpu:0"
+
+
 class EmotionClassifier:
     """`classify(frames_rgb, faces_list) -> faces_list` with `probs` set, in EMOTIONS order."""
 
@@ -40,7 +45,8 @@ class EmotionClassifier:
         labels = model_labels(model)
         if sorted(labels) != sorted(EMOTIONS):
             raise ModelError(f"model classes {labels} are not the seven emotions {list(EMOTIONS)}")
-        self.model, self.margin, self.device, self.batch_size = model, margin, device, batch_size
+        self.model, self.margin, self.batch_size = model, margin, batch_size
+        self.device = _keras_device(device)
         self.model_sha256 = model_sha256
         self._lock = threading.Lock()  # Keras layers are not documented as safe to call from several threads
         self._order = [labels.index(name) for name in EMOTIONS]  # model output -> EMOTIONS columns
@@ -48,7 +54,7 @@ class EmotionClassifier:
     @classmethod
     def load(cls, path: str | Path, margin: float = DEFAULT_MARGIN, device: str = "cpu") -> EmotionClassifier:
         path = Path(path)
-        with keras.device(device):
+        with keras.device(_keras_device(device)):
             model = load_model(path)
         return cls(model, margin, device, model_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
 
