@@ -34,7 +34,7 @@ def crop_face(rgb: NDArray[np.uint8], xyxy: NDArray, margin: float = DEFAULT_MAR
 
 def _keras_device(device: str) -> str:
     """Our device names in the spelling every Keras backend accepts."""
-    return "gpu:0" if device.startswith("cuda") else "cpu:0"
+    return "gpu" if device.startswith("cuda") else "cpu"  # not "cpu:0": Keras then fails to load Dropout layers
 
 
 class EmotionClassifier:

@@ -8,6 +8,7 @@ commands so that `--help` and option errors answer at once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -61,8 +62,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="peak Adam learning rate (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed for init, shuffling, augmentation (default: %(default)s)")
     p.add_argument("--limit", type=_positive_int, help="train on at most this many images (quick trials)")
+    p.add_argument("--no-flip-average", action="store_false", dest="flip_average",
+                   help="save a model that classifies each face once, not averaged with its mirror image (half the cost)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted run whose checkpoint is in OUTPUT.ckpt/ (its settings are kept)")
+                   help="continue the interrupted run whose checkpoint is in OUTPUT.ckpt/ (its settings are kept; "
+                        "run after the last epoch, it only calibrates and saves the model again)")
 
 
 def _run_train(args: argparse.Namespace, console: Console) -> int:
@@ -71,10 +75,11 @@ def _run_train(args: argparse.Namespace, console: Console) -> int:
     from emotiontrack.train import TrainConfig, load_checkpoint_config, train
 
     if args.resume:
-        config = load_checkpoint_config(args.output)
+        config = dataclasses.replace(load_checkpoint_config(args.output), flip_average=args.flip_average)
     else:
         config = TrainConfig(data=args.data, output=args.output, val_dir=args.val_dir, epochs=args.epochs,
-                             batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, limit=args.limit)
+                             batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, limit=args.limit,
+                             flip_average=args.flip_average)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[metrics]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:

@@ -44,6 +44,14 @@ class CalibratedSoftmax(keras.layers.Layer):
         return {**super().get_config(), "labels": self.labels, "temperature": temperature}
 
 
+@keras.saving.register_keras_serializable(package="emotiontrack")
+class HorizontalFlip(keras.layers.Layer):
+    """Mirror images left-right (for test-time flip averaging: a face and its mirror show one emotion)."""
+
+    def call(self, images):
+        return keras.ops.flip(images, axis=2)
+
+
 def build_network(n_classes: int, dropout: float = 0.25, bn_momentum: float = 0.99) -> keras.Model:
     """The trainable network: raw 0-255 grayscale (48, 48, 1) in, logits (n_classes,) out."""
     inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 1), name="face")
@@ -62,6 +70,21 @@ def build_network(n_classes: int, dropout: float = 0.25, bn_momentum: float = 0.
     x = keras.layers.Dropout(0.5)(x)
     logits = keras.layers.Dense(n_classes, name="logits")(x)
     return keras.Model(inputs, logits, name="emotion_cnn")
+
+
+def with_flip_average(network: keras.Model) -> keras.Model:
+    """The network's logits averaged over each face and its mirror image (test-time augmentation).
+
+    The network's layers are applied twice (shared weights) in one flat graph: Keras 3 cannot load a
+    functional model nested in another one on the torch backend when it holds Dropout layers."""
+    inputs = keras.Input(network.inputs[0].shape[1:], name="face")
+    branches = []
+    for x in (inputs, HorizontalFlip(name="mirror")(inputs)):
+        for layer in network.layers[1:]:  # a chain: every layer after the input feeds the next
+            x = layer(x)
+        branches.append(x)
+    logits = keras.layers.Average(name="flip_average")(branches)
+    return keras.Model(inputs, logits, name="emotion_cnn_flip_average")
 
 
 def with_calibrated_softmax(network: keras.Model, labels: Sequence[str], temperature: float) -> keras.Model:

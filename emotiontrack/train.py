@@ -29,7 +29,7 @@ from emotiontrack._keras import keras
 from emotiontrack.dataset import Split, load_train_val
 from emotiontrack.errors import EmotionTrackError
 from emotiontrack.evaluate import classification_report
-from emotiontrack.model import INPUT_SIZE, build_network, with_calibrated_softmax
+from emotiontrack.model import INPUT_SIZE, build_network, with_calibrated_softmax, with_flip_average
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ class TrainConfig:
     # Per-class loss weight = (n_largest / n_class) ** power: 0 ignores imbalance, 1 fully balances.
     class_weight_power: float = 0.3
     limit: int | None = None  # use at most this many training images (quick runs and tests)
+    # The saved model averages the logits of each face and its mirror image (twice the inference cost).
+    flip_average: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
@@ -231,14 +233,15 @@ def train(
     if initial_epoch < config.epochs:
         network.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, validation_data=(x_val, y_val), validation_batch_size=256, callbacks=callbacks, verbose=0)
 
-    logits = network.predict(x_val, batch_size=256, verbose=0)
+    inference = with_flip_average(network) if config.flip_average else network
+    logits = inference.predict(x_val, batch_size=256, verbose=0)
     temperature = fit_temperature(logits, val_split.labels)
     classes = list(train_split.classes)
     before = classification_report(softmax(logits, axis=1), val_split.labels, classes)
     after = classification_report(softmax(logits / temperature, axis=1), val_split.labels, classes)
     log.info("validation accuracy %.4f, macro-F1 %.4f; ECE %.4f before calibration, %.4f after (T=%.3f)",
              after["accuracy"], after["macro_f1"], before["ece"], after["ece"], temperature)
-    product = with_calibrated_softmax(network, train_split.classes, temperature)
+    product = with_calibrated_softmax(inference, train_split.classes, temperature)
     config.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = config.output.with_name(config.output.stem + ".tmp.keras")
     product.save(tmp)
