@@ -164,7 +164,7 @@ def _analyse_into(staging: Path, path: Path, info: VideoInfo, config: AnalyzeCon
     crops = BestCrops()
     sinks: list = [crops]
     video = None
-    if config.video and info.is_image_folder:
+    if config.video and info.is_stills:
         sinks.append(_AnnotatedStills(staging / "annotated"))
     elif config.video:
         video = AnnotatedVideo(staging / VIDEO, info, config.smooth_s, config.max_gap_s, interval)

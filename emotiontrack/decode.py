@@ -43,6 +43,9 @@ def probe(path: Path) -> VideoInfo:
         raise InputError(f"{path}: no such file or directory")
     if path.is_dir():
         return _probe_folder(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        read_image(path)  # fails here, in one line, if it does not decode
+        return VideoInfo(path, 0, 0, Fraction(0), math.nan, 1, is_stills=True)
     try:
         with path.open("rb") as f:
             if not f.read(1):
@@ -113,11 +116,13 @@ def _probe_folder(path: Path) -> VideoInfo:
     images = image_files(path)
     if not images:
         raise InputError(f"{path}: folder holds no images")
-    return VideoInfo(path, 0, 0, Fraction(0), math.nan, len(images), is_image_folder=True)
+    return VideoInfo(path, 0, 0, Fraction(0), math.nan, len(images), is_stills=True)
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The images of a folder, sorted by name; other files are skipped with a note."""
+    """The images of a folder (sorted by name; other files are skipped with a note), or an image itself."""
+    if folder.is_file():
+        return [folder]
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     skipped = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
     if skipped:
@@ -269,7 +274,7 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def image_frames(info: VideoInfo) -> Iterator[Frame]:
-    """The stills of an image folder as frames; unreadable ones are skipped with a warning."""
+    """The stills of an image folder (or a single image) as frames; unreadable ones are skipped with a warning."""
     for index, path in enumerate(image_files(info.path)):
         try:
             yield Frame(index, math.nan, read_image(path), name=path.name)

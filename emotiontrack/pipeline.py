@@ -94,7 +94,7 @@ class VideoResult:
 
 
 def _frames(info: VideoInfo, stack: ExitStack) -> Iterator[Frame] | VideoReader:
-    if info.is_image_folder:
+    if info.is_stills:
         return image_frames(info)
     return stack.enter_context(VideoReader(info))
 
@@ -125,8 +125,7 @@ def analyze_video(
     result = VideoResult(info)
     tracker = FaceTracker(config.max_gap_s)
     sampler = FrameSampler(config.fps)
-    queue: list[tuple[Frame, bool]] = []
-
+    queue: list[tuple[Frame, bool]] = []  # frames waiting for the analysis of the chunk they belong to
     times = result.times
 
     def flush() -> None:
@@ -148,7 +147,7 @@ def analyze_video(
             take = sampler.take(frame.time_s)
             if take or keep_all:
                 queue.append((frame, take))
-            if sum(take for _, take in queue) >= chunk:
+            if take and sum(t for _, t in queue) >= chunk:
                 flush()
             if on_frames:
                 on_frames(1)

@@ -28,7 +28,7 @@ class VideoInfo:
     n_frames: int | None  # container estimate; may be wrong or missing
     rotation: int = 0  # degrees the decoder rotates frames to display them
     audio_codec: str | None = None  # first audio stream's codec, None without audio
-    is_image_folder: bool = False
+    is_stills: bool = False  # an image folder or a single image: stills, analysed one by one
 
 
 @dataclass(frozen=True, slots=True)

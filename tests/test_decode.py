@@ -110,7 +110,7 @@ def test_image_folder_reads_every_kind_of_still_in_name_order(tmp_path):
     Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)).save(tmp_path / "e_16bit.png")
     (tmp_path / "notes.txt").write_text("not an image")
     info = probe(tmp_path)
-    assert info.is_image_folder and info.n_frames == 5
+    assert info.is_stills and info.n_frames == 5
     frames = list(image_frames(info))
     assert [f.name for f in frames] == ["a_gray.jpg", "b_rgb.png", "c_rgba.png", "d_cmyk.jpg", "e_16bit.png"]
     assert [f.rgb.shape for f in frames] == [(50, 30, 3), (40, 60, 3), (20, 20, 3), (16, 32, 3), (64, 64, 3)]

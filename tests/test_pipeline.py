@@ -85,6 +85,10 @@ def test_cli_image_folder(tiny_model, tmp_path):
     assert done.returncode == 0, done.stderr
     df = pd.read_parquet(tmp_path / "out" / "stills" / "timeline.parquet")
     assert sorted(df.frame) == [0, 1] and df.face_id.nunique() == 2
+    single = cli("analyze", folder / "1.png", "-o", tmp_path / "single", "--model", tiny_model, "--min-face", "40")
+    assert single.returncode == 0, single.stderr
+    assert len(pd.read_parquet(tmp_path / "single" / "1" / "timeline.parquet")) == 1
+    assert (tmp_path / "single" / "1" / "annotated" / "1.jpg").is_file()
 
 
 @pytest.mark.parametrize("command", [[], ["analyze"], ["train"]])

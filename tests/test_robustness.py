@@ -64,7 +64,7 @@ def corpus(tmp_path_factory, ffmpeg, two_face_clip):
     garbage_h264.write_bytes(b"\x00\x00\x00\x01\x67" + np.random.default_rng(1).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
     cases[garbage_h264] = "video"  # either not readable or no decodable frames
     (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 100)
-    cases[d / "broken.jpg"] = "video"
+    cases[d / "broken.jpg"] = "not a readable image"
     return d, good, cases
 
 
