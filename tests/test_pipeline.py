@@ -113,3 +113,14 @@ def test_bad_option_values_fail_at_once(args, message):
 def test_missing_model_is_one_line(tmp_path, two_face_clip):
     done = cli("analyze", two_face_clip[0], "-o", tmp_path, "--model", tmp_path / "none.keras")
     assert done.returncode == 1 and "model file not found" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_jobs_analyse_inputs_side_by_side_with_the_same_results(two_face_clip, tiny_model, tmp_path):
+    path, _ = two_face_clip
+    copy = tmp_path / "copy.mp4"
+    copy.write_bytes(path.read_bytes())
+    done = cli("analyze", path, copy, "-o", tmp_path / "out", "--model", tiny_model, "--jobs", "2", "--no-video")
+    assert done.returncode == 0, done.stderr
+    first = pd.read_parquet(tmp_path / "out" / path.stem / "timeline.parquet")
+    second = pd.read_parquet(tmp_path / "out" / "copy" / "timeline.parquet")
+    pd.testing.assert_frame_equal(first.drop(columns="video"), second.drop(columns="video"))
