@@ -193,6 +193,27 @@ def load_checkpoint_config(output: Path) -> TrainConfig:
     return TrainConfig.from_json(json.loads(state_path.read_text())["config"])
 
 
+def calibrate_and_save(network: keras.Model, config: TrainConfig, classes: list[str], val_split: Split) -> dict[str, Any]:
+    """Fit the softmax temperature on the validation split and write the product model to config.output."""
+    inference = with_flip_average(network) if config.flip_average else network
+    logits = inference.predict(val_split.images[..., None].astype(np.float32), batch_size=256, verbose=0)
+    temperature = fit_temperature(logits, val_split.labels)
+    before = classification_report(softmax(logits, axis=1), val_split.labels, classes)
+    after = classification_report(softmax(logits / temperature, axis=1), val_split.labels, classes)
+    log.info("validation accuracy %.4f, macro-F1 %.4f; ECE %.4f before calibration, %.4f after (T=%.3f)",
+             after["accuracy"], after["macro_f1"], before["ece"], after["ece"], temperature)
+    product = with_calibrated_softmax(inference, classes, temperature)
+    config.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = config.output.with_name(config.output.stem + ".tmp.keras")
+    product.save(tmp)
+    os.replace(tmp, config.output)
+    return {"config": config.to_json(), "temperature": temperature, "model": str(config.output),
+            "val_size": len(val_split),
+            "validation": {"accuracy": after["accuracy"], "macro_f1": after["macro_f1"],
+                           "ece_before_calibration": before["ece"], "ece_after_calibration": after["ece"],
+                           "nll_before_calibration": before["nll"], "nll_after_calibration": after["nll"]}}
+
+
 def train(
     config: TrainConfig,
     resume: bool = False,
@@ -233,23 +254,7 @@ def train(
     if initial_epoch < config.epochs:
         network.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, validation_data=(x_val, y_val), validation_batch_size=256, callbacks=callbacks, verbose=0)
 
-    inference = with_flip_average(network) if config.flip_average else network
-    logits = inference.predict(x_val, batch_size=256, verbose=0)
-    temperature = fit_temperature(logits, val_split.labels)
-    classes = list(train_split.classes)
-    before = classification_report(softmax(logits, axis=1), val_split.labels, classes)
-    after = classification_report(softmax(logits / temperature, axis=1), val_split.labels, classes)
-    log.info("validation accuracy %.4f, macro-F1 %.4f; ECE %.4f before calibration, %.4f after (T=%.3f)",
-             after["accuracy"], after["macro_f1"], before["ece"], after["ece"], temperature)
-    product = with_calibrated_softmax(inference, train_split.classes, temperature)
-    config.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = config.output.with_name(config.output.stem + ".tmp.keras")
-    product.save(tmp)
-    os.replace(tmp, config.output)
-    summary = {"config": config.to_json(), "temperature": temperature, "history": history, "model": str(config.output),
-               "train_size": len(train_split), "val_size": len(val_split),
-               "validation": {"accuracy": after["accuracy"], "macro_f1": after["macro_f1"],
-                              "ece_before_calibration": before["ece"], "ece_after_calibration": after["ece"],
-                              "nll_before_calibration": before["nll"], "nll_after_calibration": after["nll"]}}
+    summary = calibrate_and_save(network, config, list(train_split.classes), val_split)
+    summary.update(history=history, train_size=len(train_split))
     _write_json_atomic(folder / "summary.json", summary)
     return summary
