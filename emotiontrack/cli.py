@@ -62,6 +62,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="peak Adam learning rate (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed for init, shuffling, augmentation (default: %(default)s)")
     p.add_argument("--limit", type=_positive_int, help="train on at most this many images (quick trials)")
+    p.add_argument("--init", type=Path, metavar="CHECKPOINT",
+                   help="start from the weights of an earlier run's OUTPUT.ckpt/last.keras (fine-tuning, a second "
+                        "learning-rate cycle) instead of random weights")
     p.add_argument("--no-flip-average", action="store_false", dest="flip_average",
                    help="save a model that classifies each face once, not averaged with its mirror image (half the cost)")
     p.add_argument("--resume", action="store_true",
@@ -79,7 +82,7 @@ def _run_train(args: argparse.Namespace, console: Console) -> int:
     else:
         config = TrainConfig(data=args.data, output=args.output, val_dir=args.val_dir, epochs=args.epochs,
                              batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, limit=args.limit,
-                             flip_average=args.flip_average)
+                             flip_average=args.flip_average, init=args.init)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[metrics]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:

@@ -29,7 +29,7 @@ from emotiontrack._keras import keras
 from emotiontrack.dataset import Split, load_train_val
 from emotiontrack.errors import EmotionTrackError
 from emotiontrack.evaluate import classification_report
-from emotiontrack.model import INPUT_SIZE, build_network, with_calibrated_softmax, with_flip_average
+from emotiontrack.model import INPUT_SIZE, CalibratedSoftmax, build_network, with_calibrated_softmax, with_flip_average
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,15 @@ class TrainConfig:
     limit: int | None = None  # use at most this many training images (quick runs and tests)
     # The saved model averages the logits of each face and its mirror image (twice the inference cost).
     flip_average: bool = True
+    # Start from this checkpoint's weights (OUTPUT.ckpt/last.keras of an earlier run) with a fresh schedule.
+    init: Path | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainConfig:
-        paths = {"data", "output", "val_dir"}
+        paths = {"data", "output", "val_dir", "init"}
         return cls(**{k: (Path(v) if k in paths and v is not None else v) for k, v in data.items()})
 
 
@@ -186,6 +188,18 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _initial_network(config: TrainConfig, n_classes: int, total_steps: int) -> keras.Model:
+    if config.init is None:
+        return build_network(n_classes, bn_momentum=bn_momentum(total_steps))
+    if not config.init.is_file():
+        raise EmotionTrackError(f"--init: checkpoint not found: {config.init}")
+    network = keras.saving.load_model(config.init, compile=False)
+    if network.outputs[0].shape[-1] != n_classes or isinstance(network.layers[-1], CalibratedSoftmax):
+        raise EmotionTrackError(f"--init: {config.init} is not a training checkpoint with {n_classes} classes "
+                                "(use OUTPUT.ckpt/last.keras of an earlier run)")
+    return network
+
+
 def load_checkpoint_config(output: Path) -> TrainConfig:
     state_path = checkpoint_dir(output) / "state.json"
     if not state_path.is_file():
@@ -239,7 +253,7 @@ def train(
         log.info("resuming after epoch %d of %d", initial_epoch, config.epochs)
     batches = AugmentedBatches(train_split, config.batch_size, config.seed, initial_epoch, class_weights(train_split, config.class_weight_power))
     if not resume:
-        network = build_network(len(train_split.classes), bn_momentum=bn_momentum(len(batches) * config.epochs))
+        network = _initial_network(config, len(train_split.classes), len(batches) * config.epochs)
         _compile(network, config, len(batches))
 
     callbacks: list[keras.callbacks.Callback] = [_Checkpoint(folder, config, history)]

@@ -131,3 +131,19 @@ def test_train_reads_the_fer2013_zip_directly(tmp_path):
     summary = train(TrainConfig(data=FER_ZIP, output=tmp_path / "fer.keras", epochs=1, limit=256, batch_size=64))
     assert summary["train_size"] == 256 and summary["val_size"] == 3589
     assert Path(summary["model"]).is_file()
+
+
+def test_init_starts_from_an_earlier_checkpoint(tiny_model, tiny_dataset, tmp_path):
+    from emotiontrack._keras import keras
+    from emotiontrack.train import TrainConfig, checkpoint_dir, train
+
+    checkpoint = checkpoint_dir(tiny_model) / "last.keras"
+    before = [w.numpy() for w in keras.saving.load_model(checkpoint).trainable_weights]
+    summary = train(TrainConfig(data=tiny_dataset, output=tmp_path / "ft.keras", epochs=1, batch_size=16, init=checkpoint,
+                                learning_rate=1e-6))
+    after = [w.numpy() for w in keras.saving.load_model(checkpoint_dir(tmp_path / "ft.keras") / "last.keras").trainable_weights]
+    assert summary["history"][0]["epoch"] == 1
+    # A tiny learning rate moves the weights only a little: training continued from them, not from scratch.
+    assert max(np.abs(a - b).max() for a, b in zip(before, after)) < 0.01
+    done = cli("train", tiny_dataset, "-o", tmp_path / "x.keras", "--init", tiny_model)
+    assert done.returncode == 1 and "not a training checkpoint" in done.stderr
