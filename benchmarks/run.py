@@ -1,13 +1,15 @@
 """Speed and memory of `emotiontrack analyze` at default settings, on clips this script builds.
 
-    python benchmarks/run.py                 # 60 s clips (720p25 x 4 faces, 1080p30 x 2 faces) + a 10-min memory clip
-    python benchmarks/run.py --quick         # 20 s clips, no long clip
+    python benchmarks/run.py                 # 60 s clips (720p25 x 4 faces, 1080p30 x 2 faces) + 10- and 20-min 720p
+    python benchmarks/run.py --quick         # 20 s clips, no long clips
     python benchmarks/run.py --only 720p     # clips whose name contains '720p'
 
 For each clip it measures, each in a fresh process: the decode-only floor (every frame decoded to RGB and
 dropped), the full `emotiontrack analyze` (annotated video included) and `--no-video`. Reported: wall
 time, real-time factor (video seconds per wall second), wall over the decode floor, seconds per stage
-and peak RSS. Results go to reports/benchmarks.md (and .json) with the command and the machine.
+and peak RSS. The long clips (the 60 s 720p clip looped by ffmpeg, stream copy) are run with the video
+only, to show that peak RSS does not grow with length. Results go to reports/benchmarks.md (and .json)
+with the command and the machine.
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ def build_clip(path: Path, kind: str, duration_s: float) -> Path:
     return path
 
 
+def loop_clip(path: Path, source: Path, times: int) -> Path:
+    """`source` played `times` times over, without re-encoding (its faces and audio repeat)."""
+    from emotiontrack._ffmpeg import ffmpeg_path
+
+    if not path.exists():
+        subprocess.run([ffmpeg_path(), "-v", "error", "-y", "-stream_loop", str(times - 1), "-i", str(source),
+                        "-c", "copy", str(path)], check=True)
+    return path
+
+
 def measure(args: list[str]) -> dict:
     """Run a command; wall seconds and the peak RSS (MiB) of that process (its ffmpeg children excluded)."""
     started = time.perf_counter()
@@ -73,12 +85,13 @@ print(n, time.perf_counter() - started)
 """
 
 
-def bench_clip(clip: Path, duration_s: float, work: Path, model: Path | None = None) -> dict:
+def bench_clip(clip: Path, duration_s: float, work: Path, model: Path | None = None, modes=("video", "no_video")) -> dict:
     row = {"clip": clip.name, "video_s": duration_s}
     decode = measure([sys.executable, "-c", DECODE_ONLY, str(clip)])
     frames, decode_s = decode["stdout"].split()
     row.update(frames=int(frames), decode_s=float(decode_s), decode_rss_mib=decode["peak_rss_mib"])
-    for mode, extra in (("video", []), ("no_video", ["--no-video"])):
+    for mode in modes:
+        extra = ["--no-video"] if mode == "no_video" else []
         out = work / mode
         if model is not None:
             extra = [*extra, "--model", str(model)]
@@ -91,8 +104,11 @@ def bench_clip(clip: Path, duration_s: float, work: Path, model: Path | None = N
 
 
 def render_markdown(rows: list[dict], command: str, machine: str) -> str:
+    from emotiontrack.config import AnalyzeConfig
+
+    defaults = AnalyzeConfig()
     lines = ["# Benchmarks", "", f"Command: `{command}`", "", f"Machine: {machine}", "",
-             "Default settings (`--fps 3`, `--min-face 80`). RTF = seconds of video per wall second (higher is faster);",
+             f"Default settings (`--fps {defaults.fps:g}`, `--min-face {defaults.min_face:g}`). RTF = seconds of video per wall second (higher is faster);",
              "wall is the whole `emotiontrack analyze` command (start-up and model loading included); the decode floor",
              "is every frame decoded to RGB by the same reader and dropped. Stage seconds are inside the pipeline",
              "(decode = waiting for frames; annotate = drawing, piping to and finishing the encoder).", "",
@@ -100,17 +116,34 @@ def render_markdown(rows: list[dict], command: str, machine: str) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         for mode in ("video", "no_video"):
+            if mode not in r:
+                continue
             m = r[mode]
             st = m["stages_s"]
             stages = " | ".join(f"{st.get(k, 0):.1f}" for k in ("decode", "detect", "track", "classify", "annotate", "write"))
             lines.append(f"| {r['clip']} | {r['video_s']:.0f} | {r['decode_s']:.1f} | {mode.replace('_', '-')} | {m['wall_s']:.1f} | "
                          f"{m['rtf']:.2f} | {m['over_decode']:.1f} | {m['peak_rss_mib']:.0f} | {stages} |")
+    lines += memory_lines(rows)
     return "\n".join(lines) + "\n"
+
+
+def memory_lines(rows: list[dict]) -> list[str]:
+    """Peak RSS of the 720p clips of each length, with the video, against the shortest one."""
+    same = sorted((r for r in rows if r["clip"].startswith("720p25") and "video" in r), key=lambda r: r["video_s"])
+    if len(same) < 2:
+        return []
+    base = same[0]["video"]["peak_rss_mib"]
+    lines = ["", "Peak RSS against video length (720p25, four faces, annotated video on):", "",
+             "| video s | peak RSS MiB | vs the shortest |", "| --- | --- | --- |"]
+    for r in same:
+        rss = r["video"]["peak_rss_mib"]
+        lines.append(f"| {r['video_s']:.0f} | {rss:.0f} | {100 * (rss / base - 1):+.1f}% |")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="20 s clips and no 10-minute clip")
+    parser.add_argument("--quick", action="store_true", help="20 s clips and no long clips")
     parser.add_argument("--only", help="run only clips whose name contains this")
     parser.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "emotiontrack-bench", help="where clips are built (kept for re-runs)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "benchmarks.md")
@@ -118,17 +151,20 @@ def main() -> None:
     args = parser.parse_args()
     args.clips.mkdir(parents=True, exist_ok=True)
     short = 20.0 if args.quick else 60.0
-    plan = [("720p25-4faces", short), ("1080p30-2faces", short)]
+    plan = [("720p25-4faces", short, 1), ("1080p30-2faces", short, 1)]
     if not args.quick:
-        plan.append(("720p25-4faces", 600.0))
+        plan += [("720p25-4faces", short, 10), ("720p25-4faces", short, 20)]
     rows = []
-    for kind, duration in plan:
-        name = f"{kind}-{duration:.0f}s"
+    for kind, duration, loops in plan:
+        name = f"{kind}-{duration * loops:.0f}s"
         if args.only and args.only not in name:
             continue
-        clip = build_clip(args.clips / f"{name}.mp4", kind, duration)
+        clip = build_clip(args.clips / f"{kind}-{duration:.0f}s.mp4", kind, duration)
+        if loops > 1:
+            clip = loop_clip(args.clips / f"{name}.mp4", clip, loops)
         with tempfile.TemporaryDirectory() as work:
-            rows.append(bench_clip(clip, duration, Path(work), args.model))
+            modes = ("video",) if loops > 1 else ("video", "no_video")
+            rows.append(bench_clip(clip, duration * loops, Path(work), args.model, modes))
         print(json.dumps(rows[-1]), flush=True)
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
