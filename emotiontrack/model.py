@@ -109,8 +109,3 @@ def load_model(path: str | Path) -> keras.Model:
 
 def model_labels(model: keras.Model) -> list[str]:
     return list(model.layers[-1].labels)
-
-
-def model_network(model: keras.Model) -> keras.Model:
-    """The logits network inside a product model (for calibration)."""
-    return keras.Model(model.inputs, model.layers[-1].input)
