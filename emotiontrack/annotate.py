@@ -62,8 +62,12 @@ class FaceBox:
 class FaceAnnotator:
     """Draws boxes and labels ("3 happy 82%") coloured by emotion; sizes follow the frame's height."""
 
-    def annotate(self, rgb: NDArray[np.uint8], boxes: list[FaceBox]) -> NDArray[np.uint8]:
-        out = np.array(rgb)  # decoded frames are read-only views
+    def annotate(self, rgb: NDArray[np.uint8], boxes: list[FaceBox], out: NDArray[np.uint8] | None = None) -> NDArray[np.uint8]:
+        """A copy of `rgb` with the boxes drawn, written into `out` when given (reusing one buffer per video)."""
+        if out is None:
+            out = np.array(rgb)
+        else:
+            np.copyto(out, rgb)
         height = out.shape[0]
         thickness = max(1, round(height / 240))
         font_scale = max(0.4, height / 900)
@@ -87,6 +91,7 @@ class _Track:
     times: list[float] = field(default_factory=list)
     boxes: list[NDArray[np.float64]] = field(default_factory=list)
     probs: list[NDArray[np.float32]] = field(default_factory=list)
+    smoothed: list[NDArray[np.float32] | None] = field(default_factory=list)  # filled once final
 
 
 class TrackHistory:
@@ -103,13 +108,20 @@ class TrackHistory:
             track.times.append(faces.time_s)
             track.boxes.append(box.astype(np.float64))
             track.probs.append(probs)
+            track.smoothed.append(None)
         self.latest_s = max(self.latest_s, faces.time_s)
 
     def _smoothed(self, track: _Track, i: int) -> NDArray[np.float32]:
+        if track.smoothed[i] is not None:
+            return track.smoothed[i]
         lo = bisect.bisect_left(track.times, track.times[i] - self.smooth_s)
         hi = bisect.bisect_right(track.times, track.times[i] + self.smooth_s)
-        window = smooth_track(np.asarray(track.times[lo:hi]), np.asarray(track.probs[lo:hi]), self.smooth_s)
-        return window[i - lo]
+        value = smooth_track(np.asarray(track.times[lo:hi]), np.asarray(track.probs[lo:hi]), self.smooth_s)[i - lo]
+        # Samples arrive in time order, so once the analysis is a window past this one its value is final:
+        # keep it rather than recompute it for each of the ~25 frames drawn around it.
+        if track.times[i] + self.smooth_s <= self.latest_s:
+            track.smoothed[i] = value
+        return value
 
     def at(self, t: float) -> list[FaceBox]:
         out = []
@@ -135,7 +147,7 @@ class TrackHistory:
             track = self._tracks[face_id]
             cut = bisect.bisect_left(track.times, keep_from)
             if cut:
-                del track.times[:cut], track.boxes[:cut], track.probs[:cut]
+                del track.times[:cut], track.boxes[:cut], track.probs[:cut], track.smoothed[:cut]
             if not track.times:
                 del self._tracks[face_id]
 
@@ -164,10 +176,11 @@ class VideoEncoder:
         )
         self._proc = start(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._stderr = StderrTail(self._proc.stderr)
+        self._yuv = np.empty((height * 3 // 2, width), np.uint8) if self._i420 else None  # reused every frame
         self.frames_written = 0
 
     def write(self, rgb: NDArray[np.uint8]) -> None:
-        data = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420) if self._i420 else np.ascontiguousarray(rgb)
+        data = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420, dst=self._yuv) if self._i420 else np.ascontiguousarray(rgb)
         try:
             self._proc.stdin.write(data.data)
         except (BrokenPipeError, OSError):
@@ -274,6 +287,7 @@ class _AnnotationState:
         self._pending: deque[Frame] = deque()
         self._pending_bytes = 0
         self._encoder: VideoEncoder | None = None
+        self._canvas: NDArray[np.uint8] | None = None  # the frame being drawn, one buffer reused throughout
 
     def push(self, frame: Frame, faces: Faces | None = None) -> None:
         if faces is not None:
@@ -289,7 +303,8 @@ class _AnnotationState:
             if self._encoder is None:
                 height, width = frame.rgb.shape[:2]
                 self._encoder = VideoEncoder(self.path, self.info, width, height)
-            self._encoder.write(self.annotator.annotate(frame.rgb, self.history.at(frame.time_s)))
+                self._canvas = np.empty_like(frame.rgb)
+            self._encoder.write(self.annotator.annotate(frame.rgb, self.history.at(frame.time_s), out=self._canvas))
             self.history.forget_before(frame.time_s)
 
     def finish(self) -> None:

@@ -15,7 +15,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -148,12 +148,15 @@ class FrameSampler:
 
 
 class VideoReader:
-    """Iterate a video's frames from an ffmpeg subprocess. Use as a context manager (kills ffmpeg)."""
+    """Iterate a video's frames from an ffmpeg subprocess. Use as a context manager (kills ffmpeg).
 
-    def __init__(self, info: VideoInfo, stall_timeout_s: float = 60.0):
-        self.info, self.stall_timeout_s = info, stall_timeout_s
+    `keep(time_s)`, when given, picks the frames to yield; the others are read off the pipe and dropped
+    without being converted to RGB or queued (`frames_read` still counts them)."""
+
+    def __init__(self, info: VideoInfo, keep: Callable[[float], bool] | None = None, stall_timeout_s: float = 60.0):
+        self.info, self.keep, self.stall_timeout_s = info, keep, stall_timeout_s
         self.decode_errors = 0  # decoder complaints (corrupt packets, concealed slices)
-        self.frames_read = 0
+        self.frames_read = 0  # every frame that came off the pipe, kept or not
         self._timestamps: queue.Queue[tuple[int, float]] = queue.Queue()
         self._frames: queue.Queue[Frame | BaseException | None] = queue.Queue(
             max(2, QUEUE_BYTES // (info.width * info.height * 3))
@@ -184,32 +187,35 @@ class VideoReader:
 
     def _read_frames(self) -> None:
         width, height = self.info.width, self.info.height
-        size = width * height * 3 // 2 if self._i420 else width * height * 3
+        # One buffer for every frame: a fresh multi-MB buffer per frame costs page faults and fragments the heap.
+        buffer = np.empty(width * height * 3 // 2 if self._i420 else width * height * 3, np.uint8)
         try:
             while not self._stopped.is_set():
-                data = self._read_exactly(size)
-                if data is None:
+                if not self._read_exactly(buffer):
                     break
                 index, time_s = self._timestamps.get(timeout=self.stall_timeout_s)
+                time_s = time_s if math.isfinite(time_s) else index / float(self.info.fps)
+                self.frames_read += 1
+                if self.keep is not None and not self.keep(time_s):
+                    continue
                 if self._i420:
-                    rgb = cv2.cvtColor(np.frombuffer(data, np.uint8).reshape(height * 3 // 2, width), cv2.COLOR_YUV2RGB_I420)
+                    rgb = cv2.cvtColor(buffer.reshape(height * 3 // 2, width), cv2.COLOR_YUV2RGB_I420)
                 else:
-                    rgb = np.frombuffer(data, np.uint8).reshape(height, width, 3)
-                self._put(Frame(index, time_s if math.isfinite(time_s) else index / float(self.info.fps), rgb))
+                    rgb = buffer.reshape(height, width, 3).copy()
+                self._put(Frame(index, time_s, rgb))
             self._put(None)
         except BaseException as exc:  # handed to the consumer, which raises it
             self._put(exc)
 
-    def _read_exactly(self, size: int) -> bytearray | None:
-        """One frame's bytes, read straight into a new buffer (no intermediate copies)."""
-        buffer = bytearray(size)
+    def _read_exactly(self, buffer: np.ndarray) -> bool:
+        """Fill `buffer` with the next frame's bytes; False at the end of the stream (a partial frame is dropped)."""
         view, filled = memoryview(buffer), 0
-        while filled < size:
+        while filled < buffer.nbytes:
             n = self._proc.stdout.readinto(view[filled:])
             if not n:
-                return None  # end of stream (a partial last frame is dropped)
+                return False
             filled += n
-        return buffer
+        return True
 
     def _put(self, item) -> None:
         while not self._stopped.is_set():
@@ -235,7 +241,6 @@ class VideoReader:
                 break
             if isinstance(item, BaseException):
                 raise DecodeError(f"{self.info.path}: decoding failed ({item!r})") from item
-            self.frames_read += 1
             yield item
         self._proc.wait()
         self._stderr.join(timeout=5)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -93,10 +95,10 @@ class VideoResult:
         }
 
 
-def _frames(info: VideoInfo, stack: ExitStack) -> Iterator[Frame] | VideoReader:
+def _frames(info: VideoInfo, stack: ExitStack, keep: Callable[[float], bool] | None) -> Iterator[Frame] | VideoReader:
     if info.is_stills:
-        return image_frames(info)
-    return stack.enter_context(VideoReader(info))
+        return image_frames(info)  # every still is analysed
+    return stack.enter_context(VideoReader(info, keep))
 
 
 class FrameSink(Protocol):
@@ -116,42 +118,47 @@ def analyze_video(
     chunk: int | None = None,
 ) -> VideoResult:
     """Analyse one input. `on_frames(n)` is called as decoded frames are consumed (for progress);
-    `sinks` see every frame (or only analysed ones) with its faces, in order."""
+    `sinks` see every frame (or only analysed ones) with its faces, in order, from a worker thread."""
     started = time.monotonic()
-    # Analysed frames go through detection and classification in chunks: the CNN is ~20% cheaper per crop
-    # in batches of 16 than 4 on a CPU, and a GPU gains far more.
-    chunk = chunk or (4 if models.detector.device.type == "cpu" else 16)
     keep_all = any(sink.wants_all_frames for sink in sinks)
+    # Analysed frames go through detection and classification in chunks: the CNN is ~25% cheaper per crop
+    # in batches of 64 than 16 on a CPU, and a GPU gains far more. Small chunks on a CPU when every frame
+    # waits in memory with its chunk (for the annotated video).
+    chunk = chunk or (4 if keep_all and models.detector.device.type == "cpu" else 16)
     result = VideoResult(info)
-    tracker = FaceTracker(config.max_gap_s)
+    finder = _FaceFinder(models.detector, FaceTracker(config.max_gap_s), config.detect_every_s)
     sampler = FrameSampler(config.fps)
     queue: list[tuple[Frame, bool]] = []  # frames waiting for the analysis of the chunk they belong to
     times = result.times
 
     def flush() -> None:
-        analysed = _analyse([f for f, take in queue if take], models, tracker, times)
-        result.faces.extend(analysed)
-        results = iter(analysed)
-        with times.measure("annotate"):
-            for frame, take in queue:
-                faces = next(results) if take else None
-                for sink in sinks:
-                    if take or sink.wants_all_frames:
-                        sink.push(frame, faces)
-        queue.clear()
+        if queue:
+            with times.measure("detect"):
+                tracked = finder.find([f for f, take in queue if take])
+            classifying.submit(list(queue), tracked)
+            queue.clear()
 
     with ExitStack() as stack:
-        frames = _frames(info, stack)
+        # When no sink wants every frame, the reader drops the frames that are not analysed before it
+        # converts them to RGB: --no-video then handles 1 frame in 12 at 25 fps.
+        frames = _frames(info, stack, keep=None if keep_all else sampler.take)
+        classifying = stack.enter_context(_Classifying(models.classifier, sinks, result))
+        done = 0  # source frames (or stills) passed, for progress
         for frame in _timed(frames, times):
+            take = sampler.take(frame.time_s) if keep_all else True
+            queue.append((frame, take))
             result.frames_decoded += 1
-            take = sampler.take(frame.time_s)
-            if take or keep_all:
-                queue.append((frame, take))
             if take and sum(t for _, t in queue) >= chunk:
                 flush()
             if on_frames:
-                on_frames(1)
+                on_frames(frame.index + 1 - done)
+            done = frame.index + 1
         flush()
+        classifying.wait()
+        if isinstance(frames, VideoReader):  # it also counts the frames it dropped
+            result.frames_decoded = frames.frames_read
+            if on_frames:
+                on_frames(frames.frames_read - done)
         result.decode_errors = getattr(frames, "decode_errors", 0)
     result.wall_s = time.monotonic() - started
     return result
@@ -167,24 +174,82 @@ def _timed(frames, times: StageTimes) -> Iterator[Frame]:
         yield frame
 
 
-def _analyse(frames: list[Frame], models: Models, tracker: FaceTracker, times: StageTimes) -> list[Faces]:
-    if not frames:
-        return []
-    with times.measure("detect"):
-        detected = models.detector.detect(frames)
-    tracked = []
-    for frame, faces in zip(frames, detected):
-        with times.measure("detect"):
-            faces = _look_again(frame, faces, models.detector, tracker)
-        with times.measure("track"):
-            tracked.append(tracker.update(faces))
-    with times.measure("classify"):
-        return models.classifier.classify([frame.rgb for frame in frames], tracked)
+class _Classifying:
+    """Classifies a chunk's faces, then hands its frames to the sinks, on a worker thread: the CNN runs
+    beside the detection of the next chunk (torch releases the GIL). At most one chunk is in its hands,
+    so frames held stay bounded; its errors are raised in the caller's thread by the next call."""
+
+    def __init__(self, classifier: EmotionClassifier, sinks: Sequence[FrameSink], result: VideoResult):
+        self.classifier, self.sinks, self.result = classifier, sinks, result
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="classify")
+        self._running: Future | None = None
+
+    def submit(self, chunk: list[tuple[Frame, bool]], tracked: list[Faces]) -> None:
+        self.wait()
+        self._running = self._pool.submit(self._run, chunk, tracked)
+
+    def wait(self) -> None:
+        running, self._running = self._running, None
+        if running is not None:
+            running.result()
+
+    def _run(self, chunk: list[tuple[Frame, bool]], tracked: list[Faces]) -> None:
+        times = self.result.times
+        with times.measure("classify"):
+            analysed = self.classifier.classify([frame.rgb for frame, take in chunk if take], tracked)
+        self.result.faces.extend(analysed)
+        results = iter(analysed)
+        with times.measure("annotate"):
+            for frame, take in chunk:
+                faces = next(results) if take else None
+                for sink in self.sinks:
+                    if take or sink.wants_all_frames:
+                        sink.push(frame, faces)
+
+    def __enter__(self) -> _Classifying:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _look_again(frame: Frame, faces: Faces, detector: FaceDetector, tracker: FaceTracker) -> Faces:
+class _FaceFinder:
+    """Finds and tracks the faces of analysed frames, in order.
+
+    MTCNN looks at the whole frame at least every `every_s` seconds, and at every frame while no face is
+    being followed; in between, its last stage alone confirms and refines the faces where the tracker
+    expects them (~10x cheaper). A full look also looks again, closer, around expected faces it missed.
+    """
+
+    def __init__(self, detector: FaceDetector, tracker: FaceTracker, every_s: float):
+        self.detector, self.tracker, self.every_s = detector, tracker, every_s
+        self._last_full_s = -math.inf
+
+    def find(self, frames: Sequence[Frame]) -> list[Faces]:
+        due = [self._full_look_due(frame.time_s) for frame in frames]
+        full = iter(self.detector.detect([f for f, d in zip(frames, due) if d]))  # batched: pays on a GPU
+        tracked = []
+        for frame, is_due in zip(frames, due):
+            expected = self.tracker.expected(frame.time_s)
+            if is_due:
+                faces = _look_again(frame, next(full), expected, self.detector)
+            elif len(expected):
+                faces = self.detector.follow(frame, expected)
+            else:  # nobody to follow: look at the whole frame
+                faces = self.detector.detect([frame])[0]
+                self._last_full_s = frame.time_s
+            tracked.append(self.tracker.update(faces))
+        return tracked
+
+    def _full_look_due(self, time_s: float) -> bool:
+        if not math.isfinite(time_s) or time_s - self._last_full_s >= self.every_s - 1e-6:
+            self._last_full_s = time_s
+            return True
+        return False
+
+
+def _look_again(frame: Frame, faces: Faces, expected: np.ndarray, detector: FaceDetector) -> Faces:
     """Add the faces found by a second, closer look where tracked faces are expected but were not detected."""
-    expected = tracker.expected(frame.time_s)
     if len(expected) and len(faces):
         expected = expected[iou_matrix(expected, faces.xyxy).max(axis=1) < 0.3]
     if not len(expected):

@@ -67,3 +67,17 @@ def test_second_look_finds_a_face_where_the_tracker_expects_it(detector):
     np.testing.assert_allclose(again.xyxy[0], faces.xyxy[0], atol=12)
     nothing = detector.detect_around(Frame(0, 0.0, image), np.array([[400.0, 380.0, 480.0, 470.0]]))
     assert len(nothing) == 0  # no face there: the looser look must not invent one
+
+
+def test_follow_refines_a_known_face_and_finds_none_where_there_is_none(detector):
+    image = data.astronaut()
+    faces = detector.detect([Frame(0, 0.0, image)])[0]
+    expected = faces.xyxy.astype(np.float64) + [10, 8, 14, 8]  # a tracker's prediction, a little off
+    followed = detector.follow(Frame(5, 2.5, image), expected)
+    assert len(followed) == 1 and followed.frame_index == 5 and followed.time_s == 2.5
+    # O-Net pulls the box back onto the face: closer to the full look's box than the prediction was.
+    assert np.abs(followed.xyxy[0] - faces.xyxy[0]).max() < np.abs(expected[0] - faces.xyxy[0]).max()
+    assert followed.score[0] > 0.9
+    assert (followed.landmarks[0, :, 0] > followed.xyxy[0, 0]).all() and (followed.landmarks[0, :, 0] < followed.xyxy[0, 2]).all()
+    assert len(detector.follow(Frame(5, 2.5, image), np.array([[400.0, 380.0, 480.0, 470.0]]))) == 0
+    assert len(detector.follow(Frame(5, 2.5, image), np.empty((0, 4)))) == 0

@@ -22,9 +22,10 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           timeout=timeout, env=env)
 
 
-def test_api_finds_and_tracks_both_faces(two_face_clip, models, tiny_model):
+@pytest.mark.parametrize("detect_every_s", [0.0, 1.0])  # whole-frame looks at every frame, or following in between
+def test_api_finds_and_tracks_both_faces(two_face_clip, models, tiny_model, detect_every_s):
     path, truth = two_face_clip
-    df = emotiontrack.analyze(path, models=models, model=tiny_model, fps=5)
+    df = emotiontrack.analyze(path, models=models, model=tiny_model, fps=5, detect_every_s=detect_every_s)
     assert list(df.columns[: len(TIMELINE_SCHEMA)]) == TIMELINE_SCHEMA.names
     assert df.frame.nunique() == 20  # 4 s at 5 fps
     assert df.time_s.max() < 4.0
