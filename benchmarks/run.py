@@ -108,10 +108,12 @@ def render_markdown(rows: list[dict], command: str, machine: str) -> str:
 
     defaults = AnalyzeConfig()
     lines = ["# Benchmarks", "", f"Command: `{command}`", "", f"Machine: {machine}", "",
-             f"Default settings (`--fps {defaults.fps:g}`, `--min-face {defaults.min_face:g}`). RTF = seconds of video per wall second (higher is faster);",
+             f"Default settings (`--fps {defaults.fps:g}`, `--min-face {defaults.min_face:g}`, `--detect-every {defaults.detect_every_s:g}`). "
+             "RTF = seconds of video per wall second (higher is faster);",
              "wall is the whole `emotiontrack analyze` command (start-up and model loading included); the decode floor",
              "is every frame decoded to RGB by the same reader and dropped. Stage seconds are inside the pipeline",
-             "(decode = waiting for frames; annotate = drawing, piping to and finishing the encoder).", "",
+             "(decode = waiting for frames; detect includes following faces; classify and annotate = handing frames to",
+             "the drawing thread and finishing the encoder run on a worker thread beside detection, so stages overlap).", "",
              "| clip | video s | decode floor s | mode | wall s | RTF | wall / floor | peak RSS MiB | decode | detect | track | classify | annotate | write |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
