@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,8 +133,7 @@ def analyze_video(
 
     def flush() -> None:
         if queue:
-            with times.measure("detect"):
-                tracked = finder.find([f for f, take in queue if take])
+            tracked = finder.find([f for f, take in queue if take], times)
             classifying.submit(list(queue), tracked)
             queue.clear()
 
@@ -225,21 +224,26 @@ class _FaceFinder:
         self.detector, self.tracker, self.every_s = detector, tracker, every_s
         self._last_full_s = -math.inf
 
-    def find(self, frames: Sequence[Frame]) -> list[Faces]:
+    def find(self, frames: Sequence[Frame], times: StageTimes) -> list[Faces]:
         due = [self._full_look_due(frame.time_s) for frame in frames]
-        full = iter(self.detector.detect([f for f, d in zip(frames, due) if d]))  # batched: pays on a GPU
+        with times.measure("detect"):
+            full = iter(self.detector.detect([f for f, d in zip(frames, due) if d]))  # batched: pays on a GPU
         tracked = []
         for frame, is_due in zip(frames, due):
-            expected = self.tracker.expected(frame.time_s)
-            if is_due:
-                faces = _look_again(frame, next(full), expected, self.detector)
-            elif len(expected):
-                faces = self.detector.follow(frame, expected)
-            else:  # nobody to follow: look at the whole frame
-                faces = self.detector.detect([frame])[0]
-                self._last_full_s = frame.time_s
-            tracked.append(self.tracker.update(faces))
+            with times.measure("detect"):
+                faces = self._look(frame, next(full) if is_due else None)
+            with times.measure("track"):
+                tracked.append(self.tracker.update(faces))
         return tracked
+
+    def _look(self, frame: Frame, full_look: Faces | None) -> Faces:
+        expected = self.tracker.expected(frame.time_s)
+        if full_look is not None:
+            return _look_again(frame, full_look, expected, self.detector)
+        if len(expected):
+            return self.detector.follow(frame, expected)
+        self._last_full_s = frame.time_s  # nobody to follow: look at the whole frame
+        return self.detector.detect([frame])[0]
 
     def _full_look_due(self, time_s: float) -> bool:
         if not math.isfinite(time_s) or time_s - self._last_full_s >= self.every_s - 1e-6:
