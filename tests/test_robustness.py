@@ -147,8 +147,9 @@ def test_interrupt_leaves_nothing_half_written_and_a_rerun_completes(tmp_path, t
     clip = tmp_path / "long clip.mp4"
     write_clip(clip, [Sprite(lambda t: face, linear_path((10, 10), (400, 150), 30.0))], size=(640, 360), duration_s=30.0, audio=True)
     out = tmp_path / "out"
+    # Every frame analysed (--fps 0): the run lasts long enough to be caught in the middle.
     proc = subprocess.Popen([sys.executable, "-m", "emotiontrack.cli", "analyze", str(clip), "-o", str(out),
-                             "--model", str(tiny_model), "--fps", "5"], stderr=subprocess.PIPE, text=True)
+                             "--model", str(tiny_model), "--fps", "0"], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not any(".partial-" in p.name for p in out.glob(".*")) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -160,10 +161,10 @@ def test_interrupt_leaves_nothing_half_written_and_a_rerun_completes(tmp_path, t
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert not (out / clip.stem).exists() and not leftovers(out)
     assert not processes_mentioning(str(clip))
-    done = cli("analyze", clip, "-o", out, "--model", tiny_model, "--fps", "5")
+    done = cli("analyze", clip, "-o", out, "--model", tiny_model, "--fps", "0")
     assert done.returncode == 0, done.stderr
-    assert len(pd.read_parquet(out / clip.stem / "timeline.parquet")) > 100
-    again = cli("analyze", clip, "-o", out, "--model", tiny_model, "--fps", "5")
+    assert len(pd.read_parquet(out / clip.stem / "timeline.parquet")) > 500
+    again = cli("analyze", clip, "-o", out, "--model", tiny_model, "--fps", "0")
     assert again.returncode == 0 and "already complete" in again.stderr
     changed = cli("analyze", clip, "-o", out, "--model", tiny_model, "--fps", "4", "--no-video")
     assert changed.returncode == 0 and "already complete" not in changed.stderr  # other settings: redone
