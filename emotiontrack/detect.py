@@ -90,7 +90,7 @@ class FaceDetector:
     def follow(self, frame: Frame, expected: np.ndarray) -> Faces:
         """Confirm and refine faces where the tracker expects them, boxes (k, 4), with MTCNN's last stage
         (O-Net) alone: it scores the square around each box and regresses the face's box and landmarks,
-        as it does for R-Net's candidates in a full look, at ~1 ms a face instead of a whole frame."""
+        as it does for R-Net's candidates in a full look, at ~2 ms a face instead of ~60 ms a frame."""
         if len(expected) == 0:
             return Faces.empty(frame.index, frame.time_s)
         crops, origins = zip(*(square_crop(frame.rgb, box, 1.0, ONET_SIZE) for box in expected))
