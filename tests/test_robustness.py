@@ -147,9 +147,12 @@ def test_interrupt_leaves_nothing_half_written_and_a_rerun_completes(tmp_path, t
     clip = tmp_path / "long clip.mp4"
     write_clip(clip, [Sprite(lambda t: face, linear_path((10, 10), (400, 150), 30.0))], size=(640, 360), duration_s=30.0, audio=True)
     out = tmp_path / "out"
-    # Every frame analysed (--fps 0): the run lasts long enough to be caught in the middle.
+    # Every frame analysed (--fps 0): the run lasts long enough to be caught in the middle. SIGINT gets its
+    # default disposition, as under a terminal: a test runner started in the background (`cmd &` in a
+    # script) passes SIGINT on as ignored, and Python then leaves it ignored.
     proc = subprocess.Popen([sys.executable, "-m", "emotiontrack.cli", "analyze", str(clip), "-o", str(out),
-                             "--model", str(tiny_model), "--fps", "0"], stderr=subprocess.PIPE, text=True)
+                             "--model", str(tiny_model), "--fps", "0"], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not any(".partial-" in p.name for p in out.glob(".*")) and time.monotonic() < deadline:
         time.sleep(0.2)
