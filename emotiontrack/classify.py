@@ -1,4 +1,4 @@
-"""Classify face crops into the seven emotions with the trained Keras model.
+"""Classify face crops into the seven emotions with the trained model (run by torch: see torchnet.py).
 
 Crops are framed like FER2013's faces: the square of the detector's box's longer side (MTCNN's box spans
 about the height of a FER2013 image; see config.AnalyzeConfig.margin), turned grayscale and shrunk to
@@ -8,20 +8,19 @@ about the height of a FER2013 image; see config.AnalyzeConfig.margin), turned gr
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
-from emotiontrack._keras import keras
 from emotiontrack.crops import square_crop
 from emotiontrack.errors import ModelError
-from emotiontrack.model import INPUT_SIZE, load_model, model_labels
-from emotiontrack.types import EMOTIONS, Faces
+from emotiontrack.torchnet import EmotionNet, load_network
+from emotiontrack.types import EMOTIONS, INPUT_SIZE, Faces
 
 DEFAULT_MARGIN = 0.0
 
@@ -32,40 +31,35 @@ def crop_face(rgb: NDArray[np.uint8], xyxy: NDArray, margin: float = DEFAULT_MAR
     return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
 
 
-def _keras_device(device: str) -> str:
-    """Our device names in the spelling every Keras backend accepts."""
-    return "gpu" if device.startswith("cuda") else "cpu"  # not "cpu:0": Keras then fails to load Dropout layers
-
-
 class EmotionClassifier:
     """`classify(frames_rgb, faces_list) -> faces_list` with `probs` set, in EMOTIONS order."""
 
-    def __init__(self, model: keras.Model, margin: float = DEFAULT_MARGIN, device: str = "cpu",
+    def __init__(self, net: EmotionNet, margin: float = DEFAULT_MARGIN, device: str = "cpu",
                  batch_size: int = 256, model_sha256: str = ""):
-        labels = model_labels(model)
-        if sorted(labels) != sorted(EMOTIONS):
-            raise ModelError(f"model classes {labels} are not the seven emotions {list(EMOTIONS)}")
-        self.model, self.margin, self.batch_size = model, margin, batch_size
-        self.device = _keras_device(device)
-        self.model_sha256 = model_sha256
-        self._lock = threading.Lock()  # Keras layers are not documented as safe to call from several threads
-        self._order = [labels.index(name) for name in EMOTIONS]  # model output -> EMOTIONS columns
+        if sorted(net.labels) != sorted(EMOTIONS):
+            raise ModelError(f"model classes {net.labels} are not the seven emotions {list(EMOTIONS)}")
+        self.device = torch.device(device)
+        # NHWC lets CPU convolutions and pooling vectorise: ~2x faster here for these small feature maps.
+        self._memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        self.net = net.to(self.device, memory_format=self._memory_format).eval()
+        self.margin, self.batch_size, self.model_sha256 = margin, batch_size, model_sha256
+        self._order = [net.labels.index(name) for name in EMOTIONS]  # model output -> EMOTIONS columns
 
     @classmethod
     def load(cls, path: str | Path, margin: float = DEFAULT_MARGIN, device: str = "cpu") -> EmotionClassifier:
         path = Path(path)
-        with keras.device(_keras_device(device)):
-            model = load_model(path)
-        return cls(model, margin, device, model_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+        return cls(load_network(path), margin, device, model_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
 
     def predict(self, crops: NDArray[np.uint8]) -> NDArray[np.float32]:
         """Probabilities (n, 7) in EMOTIONS order for (n, 48, 48) uint8 grayscale crops."""
         if len(crops) == 0:
             return np.empty((0, len(EMOTIONS)), np.float32)
-        x = crops.astype(np.float32)[..., None]
-        with self._lock, keras.device(self.device):
-            parts = [keras.ops.convert_to_numpy(self.model([x[i : i + self.batch_size]], training=False))
-                     for i in range(0, len(x), self.batch_size)]
+        parts = []
+        with torch.inference_mode():
+            for i in range(0, len(crops), self.batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(crops[i : i + self.batch_size]))[:, None]
+                x = x.to(self.device).float().contiguous(memory_format=self._memory_format)
+                parts.append(self.net(x).cpu().numpy())
         return np.concatenate(parts)[:, self._order].astype(np.float32)
 
     def classify(self, frames_rgb: Sequence[NDArray[np.uint8]], faces_list: Sequence[Faces]) -> list[Faces]:

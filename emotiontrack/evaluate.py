@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from emotiontrack._keras import keras
+from emotiontrack.classify import EmotionClassifier
 from emotiontrack.dataset import load_split
-from emotiontrack.model import load_model, model_labels
+from emotiontrack.types import EMOTIONS
 
 ECE_BINS = 15
 
@@ -76,31 +76,30 @@ def classification_report(probs: NDArray, labels: NDArray, classes: list[str]) -
     }
 
 
-def predict_in_batches(model: keras.Model, images: NDArray[np.uint8], batch_size: int = 256,
+def predict_in_batches(classifier: EmotionClassifier, images: NDArray[np.uint8], batch_size: int = 256,
                        on_batch: Callable[[int], None] | None = None) -> NDArray[np.float32]:
+    """Probabilities (n, 7) in EMOTIONS order, computed exactly as `analyze` computes them."""
     out = []
     for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size, :, :, None].astype(np.float32)
-        out.append(keras.ops.convert_to_numpy(model([x], training=False)))
+        out.append(classifier.predict(images[start : start + batch_size]))
         if on_batch:
-            on_batch(len(x))
-    return np.concatenate(out).astype(np.float32)
+            on_batch(len(out[-1]))
+    return np.concatenate(out) if out else np.empty((0, len(EMOTIONS)), np.float32)
 
 
 def evaluate(data: Path, model_path: Path, on_batch: Callable[[int], None] | None = None,
              on_loaded: Callable[[int], None] | None = None, split_name: str | None = None) -> dict[str, Any]:
-    model = load_model(model_path)
-    labels = model_labels(model)
-    split = load_split(data, tuple(labels), require_all=False, split=split_name)
+    classifier = EmotionClassifier.load(model_path)
+    labels = list(EMOTIONS)
+    split = load_split(data, EMOTIONS, require_all=False, split=split_name)
     if on_loaded:
         on_loaded(len(split))
     started = time.perf_counter()
-    probs = predict_in_batches(model, split.images, on_batch=on_batch)
+    probs = predict_in_batches(classifier, split.images, on_batch=on_batch)
     seconds = time.perf_counter() - started
     report = classification_report(probs, split.labels, labels)
     report.update({"data": split.source, "model": str(model_path), "images_per_s": len(split) / seconds,
-                   "temperature": float(keras.ops.convert_to_numpy(model.layers[-1].temperature)),
-                   "backend": keras.backend.backend()})
+                   "temperature": classifier.net.temperature, "backend": "torch"})
     return report
 
 

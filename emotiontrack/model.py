@@ -13,8 +13,8 @@ from pathlib import Path
 
 from emotiontrack._keras import keras
 from emotiontrack.errors import ModelError
+from emotiontrack.types import INPUT_SIZE
 
-INPUT_SIZE = 48
 # (filters, conv layers) per block; one conv at full resolution keeps the 48x48 stage cheap.
 BLOCKS: tuple[tuple[int, int], ...] = ((32, 1), (64, 2), (128, 2), (256, 2))
 

@@ -95,10 +95,10 @@ class VideoResult:
         }
 
 
-def _frames(info: VideoInfo, stack: ExitStack, keep: Callable[[float], bool] | None) -> Iterator[Frame] | VideoReader:
+def _frames(info: VideoInfo, stack: ExitStack, sample_fps: float | None) -> Iterator[Frame] | VideoReader:
     if info.is_stills:
         return image_frames(info)  # every still is analysed
-    return stack.enter_context(VideoReader(info, keep))
+    return stack.enter_context(VideoReader(info, sample_fps))
 
 
 class FrameSink(Protocol):
@@ -138,9 +138,9 @@ def analyze_video(
             queue.clear()
 
     with ExitStack() as stack:
-        # When no sink wants every frame, the reader drops the frames that are not analysed before it
-        # converts them to RGB: --no-video then handles 1 frame in 12 at 25 fps.
-        frames = _frames(info, stack, keep=None if keep_all else sampler.take)
+        # When no sink wants every frame, ffmpeg drops the frames that are not analysed: --no-video then
+        # handles 1 frame in 12 at 25 fps.
+        frames = _frames(info, stack, None if keep_all else config.fps)
         classifying = stack.enter_context(_Classifying(models.classifier, sinks, result))
         done = 0  # source frames (or stills) passed, for progress
         for frame in _timed(frames, times):
@@ -215,9 +215,12 @@ class _Classifying:
 class _FaceFinder:
     """Finds and tracks the faces of analysed frames, in order.
 
-    MTCNN looks at the whole frame at least every `every_s` seconds, and at every frame while no face is
-    being followed; in between, its last stage alone confirms and refines the faces where the tracker
-    expects them (~10x cheaper). A full look also looks again, closer, around expected faces it missed.
+    MTCNN looks at the whole frame at least every `every_s` seconds (to find new faces), and whenever no
+    face is being followed; in between, its last stage alone confirms and refines the faces where the
+    tracker expects them (~10x cheaper). When that misses an expected face (hidden, turned away, gone),
+    the same frame gets a whole-frame look, so a face that reappears elsewhere is found as soon as with a
+    whole-frame look at every frame, while its track still accepts it. A whole-frame look also looks
+    again, closer, around expected faces it missed.
     """
 
     def __init__(self, detector: FaceDetector, tracker: FaceTracker, every_s: float):
@@ -238,12 +241,14 @@ class _FaceFinder:
 
     def _look(self, frame: Frame, full_look: Faces | None) -> Faces:
         expected = self.tracker.expected(frame.time_s)
-        if full_look is not None:
-            return _look_again(frame, full_look, expected, self.detector)
-        if len(expected):
-            return self.detector.follow(frame, expected)
-        self._last_full_s = frame.time_s  # nobody to follow: look at the whole frame
-        return self.detector.detect([frame])[0]
+        if full_look is None and len(expected):
+            followed = self.detector.follow(frame, expected)
+            if len(followed) == len(expected):  # every expected face is where it should be
+                return followed
+        if full_look is None:  # nobody to follow, or somebody lost: look at the whole frame
+            self._last_full_s = frame.time_s
+            full_look = self.detector.detect([frame])[0]
+        return _look_again(frame, full_look, expected, self.detector)
 
     def _full_look_due(self, time_s: float) -> bool:
         if not math.isfinite(time_s) or time_s - self._last_full_s >= self.every_s - 1e-6:

@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+INPUT_SIZE = 48  # side of the grayscale face crops the emotion model takes (FER2013's images)
 
 
 @dataclass(frozen=True, slots=True)

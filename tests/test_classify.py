@@ -39,19 +39,57 @@ def test_classifier_gives_seven_probabilities_summing_to_one(models):
     assert models.classifier.classify([frames[0]], [Faces.empty(0, 0.0)])[0].probs.shape == (0, 7)
 
 
-def test_model_outputs_are_mapped_to_emotion_columns_by_name():
+def _saved(model, path):
+    model.save(path)
+    return path
+
+
+def _keras_probs(model, crops):
+    return np.asarray(model.predict(crops[..., None].astype(np.float32), verbose=0))
+
+
+def _randomise_batch_norm_statistics(model, rng):
+    """Fresh networks have mean 0 / variance 1 statistics, which would hide a wrong BatchNorm fold."""
+    for layer in model.layers:
+        if layer.__class__.__name__ == "BatchNormalization":
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 2, gamma.shape), rng.normal(0, 0.5, beta.shape),
+                               rng.normal(0, 0.5, mean.shape), rng.uniform(0.5, 2, variance.shape)])
+
+
+def test_torch_runtime_computes_what_keras_computes(tiny_model, tmp_path):
+    """analyze classifies with torch modules rebuilt from the .keras file: same probabilities as Keras,
+    for the trained flip-averaging model and for a single-pass one with non-trivial BatchNorm statistics."""
+    from emotiontrack.model import load_model
+
+    rng = np.random.default_rng(3)
+    crops = rng.integers(0, 255, (9, 48, 48), dtype=np.uint8)
+    trained = load_model(tiny_model)
+    np.testing.assert_allclose(EmotionClassifier.load(tiny_model).predict(crops), _keras_probs(trained, crops), atol=1e-5)
+    single = with_calibrated_softmax(build_network(7), list(EMOTIONS), 0.7)
+    _randomise_batch_norm_statistics(single, rng)
+    classifier = EmotionClassifier.load(_saved(single, tmp_path / "single.keras"))
+    assert not classifier.net.flip_average and classifier.net.temperature == pytest.approx(0.7)
+    np.testing.assert_allclose(classifier.predict(crops), _keras_probs(single, crops), atol=1e-5)
+
+
+def test_model_outputs_are_mapped_to_emotion_columns_by_name(tmp_path):
     labels = list(reversed(EMOTIONS))
     model = with_calibrated_softmax(build_network(7), labels, 1.0)
-    classifier = EmotionClassifier(model)
+    classifier = EmotionClassifier.load(_saved(model, tmp_path / "reversed.keras"))
     crops = np.random.default_rng(1).integers(0, 255, (3, 48, 48), dtype=np.uint8)
-    raw = np.asarray(model.predict(crops[..., None].astype(np.float32), verbose=0))
-    np.testing.assert_allclose(classifier.predict(crops), raw[:, ::-1], atol=1e-6)
+    np.testing.assert_allclose(classifier.predict(crops), _keras_probs(model, crops)[:, ::-1], atol=1e-6)
 
 
-def test_model_with_other_classes_is_refused():
+def test_model_with_other_classes_is_refused(tmp_path):
     model = with_calibrated_softmax(build_network(3), ["cat", "dog", "cow"], 1.0)
     with pytest.raises(ModelError, match="not the seven emotions"):
-        EmotionClassifier(model)
+        EmotionClassifier.load(_saved(model, tmp_path / "pets.keras"))
+
+
+def test_model_without_our_head_is_refused(tmp_path):
+    with pytest.raises(ModelError, match="not an emotiontrack model"):
+        EmotionClassifier.load(_saved(build_network(7), tmp_path / "logits.keras"))
 
 
 def test_missing_model_file_is_a_model_error(tmp_path):

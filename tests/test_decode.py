@@ -57,6 +57,24 @@ def test_variable_frame_rate_keeps_true_times(ffmpeg, tmp_path):
     np.testing.assert_allclose(times[25:30], 1 + np.arange(5) / 10, atol=2e-3)
 
 
+def test_sampling_in_ffmpeg_takes_the_frames_the_sampler_takes(ffmpeg, tmp_path):
+    """With sample_fps, ffmpeg's select filter drops frames before the pipe: the frames that come out (index,
+    time, pixels) must be exactly those FrameSampler picks from all frames, also at NTSC and variable rates."""
+    ntsc = lavfi(ffmpeg, tmp_path / "ntsc.mp4", "testsrc2=size=160x120:rate=30000/1001:duration=4", "-c:v", "libx264")
+    vfr = lavfi(ffmpeg, tmp_path / "vfr.mkv", "testsrc2=size=160x120:rate=25:duration=4",
+                "-vf", "settb=1/1000,setpts='if(lt(N,25),N/25,1+(N-25)/7)/TB'", "-fps_mode", "passthrough",
+                "-enc_time_base", "1/1000", "-c:v", "libx264")
+    for clip, fps in ((ntsc, 2.0), (ntsc, 7.0), (vfr, 3.0)):
+        info, every = decode_all(clip)
+        sampler = FrameSampler(fps)
+        expected = [f for f in every if sampler.take(f.time_s)]
+        with VideoReader(info, sample_fps=fps) as reader:
+            sampled = list(reader)
+        assert reader.frames_read == len(every)
+        assert [(f.index, f.time_s) for f in sampled] == [(f.index, f.time_s) for f in expected]
+        assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(sampled, expected))
+
+
 def test_rotation_metadata_is_honoured(ffmpeg, tmp_path):
     plain = lavfi(ffmpeg, tmp_path / "plain.mp4", "testsrc2=size=320x240:rate=10:duration=1", "-c:v", "libx264")
     rotated = tmp_path / "rotated.mp4"
