@@ -27,11 +27,11 @@ class AnalyzeConfig:
     fps: float = 2.0
     min_face: float = 80.0  # smallest face to find, in source pixels (sets the detector's resolution)
     min_score: float = 0.7  # MTCNN probability below which a detection is dropped
-    # Full-frame detection at least this often (seconds; 0 = every analysed frame). In between, known faces
-    # are followed by MTCNN's O-Net on crops around where the tracker expects them, at a fraction of the
-    # cost. Off by default: at 1.0 (~15% faster without the video) a face that reappears after being hidden
-    # got a second id in the demo clip and in two of three FER benchmark clips.
-    detect_every_s: float = 0.0
+    # Whole-frame detection at least this often (seconds; 0 = every analysed frame), to find new faces. In
+    # between, known faces are followed by MTCNN's O-Net on crops where the tracker expects them (~10x
+    # cheaper), and a frame where one is missed gets a whole-frame look at once. On FER composite clips
+    # (benchmarks/fer_clip.py) 1.0 found as many faces as 0 with fewer ids, at about half the detection cost.
+    detect_every_s: float = 1.0
     max_gap_s: float = 2.0  # a face unseen for up to this long keeps its id
     # Crop margin around the detector box, as a fraction of its side. 0 (the square of the box's longer side)
     # frames faces like FER2013: on upscaled validation faces MTCNN's box spans the whole image height, and

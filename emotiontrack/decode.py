@@ -165,8 +165,8 @@ class VideoReader:
             max(2, QUEUE_BYTES // (info.width * info.height * 3))
         )
         self._sampled = bool(sample_fps)
-        # Frames cross the pipe as I420 (half the bytes of RGB; pipe copies cost as much CPU as decoding
-        # here) and become RGB in the reader thread. Odd frame sizes have no exact I420 layout: RGB then.
+        # Frames cross the pipe and are kept as I420 (half the bytes of RGB; pipe copies cost as much CPU as
+        # decoding here). Odd frame sizes have no exact I420 layout: RGB then.
         self._i420 = info.width % 2 == 0 and info.height % 2 == 0
         # showinfo without checksums: they cost more than decoding the frame.
         filters = "showinfo=checksum=0"
@@ -207,19 +207,18 @@ class VideoReader:
 
     def _read_frames(self) -> None:
         width, height = self.info.width, self.info.height
-        # One buffer for every frame: a fresh multi-MB buffer per frame costs page faults and fragments the heap.
-        buffer = np.empty(width * height * 3 // 2 if self._i420 else width * height * 3, np.uint8)
+        shape = (height * 3 // 2, width) if self._i420 else (height, width, 3)
         try:
             while not self._stopped.is_set():
-                if not self._read_exactly(buffer):
+                pixels = np.empty(shape, np.uint8)
+                if not self._read_exactly(pixels):
                     break
                 index, time_s = self._timestamps.get(timeout=self.stall_timeout_s)
                 time_s = time_s if math.isfinite(time_s) else index / float(self.info.fps)
-                if self._i420:
-                    rgb = cv2.cvtColor(buffer.reshape(height * 3 // 2, width), cv2.COLOR_YUV2RGB_I420)
-                else:
-                    rgb = buffer.reshape(height, width, 3).copy()
-                self._put(Frame(index, time_s, rgb))
+                if self._i420 and self._sampled:  # every frame is analysed: convert here, beside the detector
+                    self._put(Frame(index, time_s, cv2.cvtColor(pixels, cv2.COLOR_YUV2RGB_I420)))
+                else:  # frames for the annotated video stay I420 until something needs RGB
+                    self._put(Frame(index, time_s, pixels, is_i420=self._i420))
             self._put(None)
         except BaseException as exc:  # handed to the consumer, which raises it
             self._put(exc)

@@ -34,12 +34,35 @@ class VideoInfo:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One decoded frame: its index in the source stream, its presentation time, RGB pixels."""
+    """One decoded frame: its index in the source stream, its presentation time, its pixels.
+
+    `rgb` is (H, W, 3) RGB. A video frame may hold its pixels as the decoder gave them, I420 planes
+    (H * 3 / 2, W); `rgb` then converts them on first use (and keeps the result). Most frames of an
+    annotated video are only drawn on, which works on the planes: they never pay for two conversions.
+    """
 
     index: int
     time_s: float
-    rgb: NDArray[np.uint8] = field(repr=False)  # (H, W, 3) RGB
+    pixels: NDArray[np.uint8] = field(repr=False)  # (H, W, 3) RGB, or (H * 3 / 2, W) I420 when is_i420
     name: str | None = None  # file name, for frames that come from an image folder
+    is_i420: bool = False
+    _rgb: list = field(default_factory=list, repr=False, compare=False)  # the converted pixels, once needed
+
+    @property
+    def rgb(self) -> NDArray[np.uint8]:
+        if not self.is_i420:
+            return self.pixels
+        if not self._rgb:
+            import cv2
+
+            self._rgb.append(cv2.cvtColor(self.pixels, cv2.COLOR_YUV2RGB_I420))
+        return self._rgb[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        height, width = self.pixels.shape[:2]
+        return (width, height * 2 // 3) if self.is_i420 else (width, height)
 
 
 def _check(name: str, array: np.ndarray, shape: tuple[int | None, ...]) -> None:
