@@ -303,6 +303,7 @@ class AnnotatedVideo:
         # Room for the frames between two analysed chunks, so the caller rarely waits for the drawing.
         self._inbox: queue.Queue = queue.Queue(maxsize=max(4, INBOX_BYTES // max(1, info.width * info.height * 3)))
         self._error: BaseException | None = None
+        self._input_ended = False
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, daemon=True)
         self._worker.start()
@@ -333,10 +334,16 @@ class AnnotatedVideo:
             except queue.Full:
                 continue
 
+    def end_input(self) -> None:
+        """No more frames: the worker draws what is left and closes the encoder, while the caller goes on."""
+        self._check()
+        if not self._input_ended:
+            self._input_ended = True
+            self._inbox.put(None)
+
     def finish(self) -> None:
         """Draw what is left, wait for the encoder and move the file into place."""
-        self._check()
-        self._inbox.put(None)
+        self.end_input()
         self._worker.join()
         self._check()
 

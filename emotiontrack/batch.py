@@ -171,6 +171,13 @@ def _analyse_into(staging: Path, path: Path, info: VideoInfo, config: AnalyzeCon
         sinks.append(video)
     try:
         result = analyze_video(info, config, models, on_frames, sinks)
+        if video is not None:  # its thread encodes the last frames while the other outputs are written
+            video.end_input()
+        if result.decode_errors:
+            log.warning("%s: %d decoder errors (damaged data); analysed the %d frames that decoded (container says %s)",
+                        path, result.decode_errors, result.frames_decoded, info.n_frames or "unknown")
+        with result.times.measure("write"):
+            _write_outputs(staging, path, result, config, models, crops, interval, with_video=video is not None)
         if video is not None:
             with result.times.measure("annotate"):
                 video.finish()
@@ -178,16 +185,12 @@ def _analyse_into(staging: Path, path: Path, info: VideoInfo, config: AnalyzeCon
         if video is not None:
             video.abort()
         raise
-    if result.decode_errors:
-        log.warning("%s: %d decoder errors (damaged data); analysed the %d frames that decoded (container says %s)",
-                    path, result.decode_errors, result.frames_decoded, info.n_frames or "unknown")
-    with result.times.measure("write"):
-        _write_outputs(staging, path, result, config, models, crops, interval, started)
+    _write_manifest(staging, path, result, config, models, started)
     return result
 
 
 def _write_outputs(staging: Path, path: Path, result: VideoResult, config: AnalyzeConfig, models: Models,
-                   crops: BestCrops, interval: float, started: float) -> None:
+                   crops: BestCrops, interval: float, with_video: bool) -> None:
     name = str(path)
     table = timeline_table(result, config, models, name)
     write_parquet(table, staging / TIMELINE)
@@ -198,8 +201,13 @@ def _write_outputs(staging: Path, path: Path, result: VideoResult, config: Analy
     title = path.name or str(path)
     charts = [c for c in (plot_timelines(timeline, faces, title, staging / "timeline.png"),
                           plot_shares(faces, title, staging / "shares.png")) if c is not None]
-    links = [f for f in (VIDEO, "annotated/", TIMELINE, FACES) if (staging / f).exists()]
+    links = ([VIDEO] if with_video else []) + [f for f in ("annotated/", TIMELINE, FACES) if (staging / f).exists()]
     video_report(staging, name, faces, result.metadata(config, models.classifier.model_sha256), charts, links)
+
+
+def _write_manifest(staging: Path, path: Path, result: VideoResult, config: AnalyzeConfig, models: Models,
+                    started: float) -> None:
+    """Written last: its presence says every other file is complete."""
     files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
     manifest = {**_manifest_key(path, config, models.classifier.model_sha256), "files": files,
                 "completed": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": time.monotonic() - started,

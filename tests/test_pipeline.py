@@ -39,6 +39,25 @@ def test_api_finds_and_tracks_both_faces(two_face_clip, models, tiny_model, dete
     assert df.attrs["emotiontrack"]["analysed_frames"] == 20
 
 
+def test_a_hidden_face_is_found_again_at_once_and_keeps_its_id(models, tiny_model, tmp_path):
+    """Between whole-frame looks (every 2 s by default) known faces are only followed where the tracker expects
+    them: a face hidden for a second that comes back further along must be found in the first analysed frame
+    it is visible in again, with its old id."""
+    from emotiontrack.synthetic import Sprite, astronaut_face, linear_path, write_clip
+
+    a, b = astronaut_face(170), astronaut_face(150, mirrored=True)
+    sprites = [Sprite(lambda t: a, linear_path((10, 20), (460, 60), 6.0, hidden=[(2.2, 3.2)]), "a"),
+               Sprite(lambda t: b, linear_path((470, 190), (460, 180), 6.0), "b")]
+    path = tmp_path / "hidden.mp4"
+    write_clip(path, sprites, size=(640, 360), fps=25, duration_s=6.0)
+    df = emotiontrack.analyze(path, models=models, model=tiny_model)
+    assert df.attrs["emotiontrack"]["settings"]["detect_every_s"] == 2.0  # the default under test
+    faces_at = df.groupby("time_s").size()
+    assert (faces_at[(faces_at.index > 2.3) & (faces_at.index < 3.1)] == 1).all()  # hidden
+    assert (faces_at[faces_at.index > 3.3] == 2).all()  # back, and found at once
+    assert df.face_id.nunique() == 2
+
+
 def test_cli_writes_timelines_and_reports_bad_inputs(two_face_clip, tiny_model, tmp_path):
     path, _ = two_face_clip
     broken = tmp_path / "broken.mp4"
