@@ -4,12 +4,12 @@
     python benchmarks/run.py --quick         # 20 s clips, no long clips
     python benchmarks/run.py --only 720p     # clips whose name contains '720p'
 
-For each clip it measures, each in a fresh process: the decode-only floor (every frame decoded to RGB and
-dropped), the full `emotiontrack analyze` (annotated video included) and `--no-video`. Reported: wall
-time, real-time factor (video seconds per wall second), wall over the decode floor, seconds per stage
-and peak RSS. The long clips (the 60 s 720p clip looped by ffmpeg, stream copy) are run with the video
-only, to show that peak RSS does not grow with length. Results go to reports/benchmarks.md (and .json)
-with the command and the machine.
+For each clip it measures, each in a fresh process: the decode-only floor (every frame decoded by the same
+reader, as I420 as the annotated video takes them, and dropped), the full `emotiontrack analyze` (annotated
+video included) and `--no-video`. Reported: wall time, real-time factor (video seconds per wall second),
+wall over the decode floor, seconds per stage and peak RSS. The long clips (the 60 s 720p clip looped by
+ffmpeg, stream copy) are run with the video only, to show that peak RSS does not grow with length. Results
+go to reports/benchmarks.md (and .json) with the command and the machine.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def render_markdown(rows: list[dict], command: str, machine: str) -> str:
              f"Default settings (`--fps {defaults.fps:g}`, `--min-face {defaults.min_face:g}`, `--detect-every {defaults.detect_every_s:g}`). "
              "RTF = seconds of video per wall second (higher is faster);",
              "wall is the whole `emotiontrack analyze` command (start-up and model loading included); the decode floor",
-             "is every frame decoded to RGB by the same reader and dropped. Stage seconds are inside the pipeline",
+             "is every frame decoded by the same reader (I420, as the annotated video takes them) and dropped. Stage seconds are inside the pipeline",
              "(decode = waiting for frames; detect includes following faces; classify and annotate = handing frames to",
              "the drawing thread and finishing the encoder run on a worker thread beside detection, so stages overlap).", "",
              "| clip | video s | decode floor s | mode | wall s | RTF | wall / floor | peak RSS MiB | decode | detect | track | classify | annotate | write |",
