@@ -1,4 +1,4 @@
-"""Decode inputs into RGB frames with their source index and presentation time.
+"""Decode inputs into frames with their source index and presentation time.
 
 Videos are streamed through ffmpeg (ffmpeg-python builds the command): decoded frames come out on a
 pipe, rotated as the container says, and ffmpeg's `showinfo` filter reports each frame's index and
@@ -16,6 +16,7 @@ import re
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -159,7 +160,8 @@ class VideoReader:
         self.info, self.stall_timeout_s = info, stall_timeout_s
         self.decode_errors = 0  # decoder complaints (corrupt packets, concealed slices)
         self.frames_read = 0  # every decoded frame, passed on or not
-        self._decoded: dict[str, tuple[int, float]] = {}  # pts -> (index, time) of decoded frames not yet passed on
+        # (pts, index, time) of the latest decoded frames: a sampled frame's index is looked up here by its pts
+        self._decoded: deque[tuple[str, int, float]] = deque(maxlen=256)
         self._timestamps: queue.Queue[tuple[int, float]] = queue.Queue()
         self._frames: queue.Queue[Frame | BaseException | None] = queue.Queue(
             max(2, QUEUE_BYTES // (info.width * info.height * 3))
@@ -195,13 +197,11 @@ class VideoReader:
             if stage == 0:
                 self.frames_read += 1
                 if self._sampled:
-                    self._decoded[pts] = (index, time_s)
+                    self._decoded.append((pts, index, time_s))
                 else:
                     self._timestamps.put((index, time_s))
-            else:  # a sampled frame: its source index is the one showinfo_0 gave the frame with its timestamp
-                self._timestamps.put(self._decoded.pop(pts, (index, time_s)))
-                if len(self._decoded) > 10_000:  # timestamps of dropped frames, no longer needed
-                    self._decoded.clear()
+            else:  # a sampled frame: its source index is the one showinfo_0 gave the latest frame with its pts
+                self._timestamps.put(next(((i, t) for p, i, t in reversed(self._decoded) if p == pts), (index, time_s)))
         elif _DECODE_ERROR.search(line):
             self.decode_errors += 1
 
