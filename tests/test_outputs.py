@@ -112,6 +112,27 @@ def test_smoothed_columns_follow_the_raw_ones(run):
         np.testing.assert_allclose(rows[[f"smooth_{e}" for e in EMOTIONS]].to_numpy(), expected, atol=1e-5)
 
 
+def test_drawing_on_i420_planes_matches_drawing_on_rgb():
+    """The annotated video draws on the decoder's I420 planes, converting only the region around each face: the
+    result must be the RGB drawing (within the rounding of a chroma round trip), faces at the frame's edges and
+    overlapping ones included."""
+    from emotiontrack.annotate import FaceAnnotator, FaceBox
+
+    rng = np.random.default_rng(5)
+    rgb = cv2.GaussianBlur(rng.integers(0, 255, (360, 640, 3), dtype=np.uint8), (15, 15), 5)
+    rgb = cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), cv2.COLOR_YUV2RGB_I420)  # what the decoder gives
+    boxes = [FaceBox(i, np.array(xyxy, np.float64), rng.dirichlet(np.ones(7)).astype(np.float32)) for i, xyxy in
+             enumerate([(3, 1, 120, 140), (100, 60, 230, 200), (560, 290, 660, 380), (301.4, 151.7, 420.2, 290.9)])]
+    annotator = FaceAnnotator()
+    drawn_rgb = annotator.annotate(rgb, boxes)
+    planes = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+    drawn_i420 = annotator.annotate_i420(planes, 640, 360, boxes, np.empty_like(planes))
+    expected = cv2.cvtColor(cv2.cvtColor(drawn_rgb, cv2.COLOR_RGB2YUV_I420), cv2.COLOR_YUV2RGB_I420)
+    difference = np.abs(cv2.cvtColor(drawn_i420, cv2.COLOR_YUV2RGB_I420).astype(int) - expected)
+    assert difference.max() <= 6 and difference.mean() < 0.05
+    assert np.abs(drawn_rgb.astype(int) - rgb).sum(axis=2).astype(bool).mean() > 0.02  # something was drawn
+
+
 def test_smoothing_weighs_real_time_not_sample_count():
     # A burst of "happy" samples 0.05 s apart must not outweigh "sad" samples spread over the window.
     times = np.array([0.0, 0.05, 0.1, 0.15, 1.0, 1.3, 1.6, 5.0])
