@@ -166,24 +166,25 @@ def _run_analyze(args: argparse.Namespace, console: Console) -> int:
     # Importing torch, torchvision, scipy, pandas and matplotlib creates millions of long-lived objects; the
     # garbage collector's full passes over them while they load cost ~1.2 s of every run (of ~7 s of imports).
     gc.disable()
-    from emotiontrack.batch import analyze_input, check_output_dir, output_dirs, write_run_summary
-    from emotiontrack.config import AnalyzeConfig
+    try:
+        from emotiontrack.batch import analyze_input, check_output_dir, output_dirs, write_run_summary
+        from emotiontrack.config import AnalyzeConfig
 
-    started = time.monotonic()
-    config = AnalyzeConfig(fps=args.fps, min_face=args.min_face, min_score=args.min_score,
-                           detect_every_s=args.detect_every_s, max_gap_s=args.max_gap_s, margin=args.margin,
-                           smooth_s=args.smooth_s, video=args.video, device=args.device, model=args.model)
-    check_output_dir(args.output)  # before any model is loaded
-    import torch
+        started = time.monotonic()
+        config = AnalyzeConfig(fps=args.fps, min_face=args.min_face, min_score=args.min_score,
+                               detect_every_s=args.detect_every_s, max_gap_s=args.max_gap_s, margin=args.margin,
+                               smooth_s=args.smooth_s, video=args.video, device=args.device, model=args.model)
+        check_output_dir(args.output)  # before any model is loaded
+        import torch
 
-    from emotiontrack.pipeline import load_models
+        from emotiontrack.pipeline import load_models
 
-    torch.set_num_threads(args.threads)
-
-    models = load_models(config)
-    # Those objects live as long as the process: keep the collector from walking them again and again.
-    gc.freeze()
-    gc.enable()
+        torch.set_num_threads(args.threads)
+        models = load_models(config)
+    finally:
+        # Those objects live as long as the process: keep the collector from walking them again and again.
+        gc.freeze()
+        gc.enable()
     dirs = output_dirs(args.paths, args.output)
     jobs = min(args.jobs, os.cpu_count() or 1, len(args.paths))
     if jobs < args.jobs:

@@ -46,7 +46,7 @@ class Frame:
     pixels: NDArray[np.uint8] = field(repr=False)  # (H, W, 3) RGB, or (H * 3 / 2, W) I420 when is_i420
     name: str | None = None  # file name, for frames that come from an image folder
     is_i420: bool = False
-    _rgb: list = field(default_factory=list, repr=False, compare=False)  # the converted pixels, once needed
+    _rgb: list = field(default_factory=list, init=False, repr=False, compare=False)  # the converted pixels, once needed
 
     @property
     def rgb(self) -> NDArray[np.uint8]:
