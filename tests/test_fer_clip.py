@@ -6,7 +6,6 @@ The acceptance-size measurement (3 x 60 s) is benchmarks/fer_clip.py; this 20 s 
 so its emotion floor sits well below the model's expected agreement to stay clear of sampling noise.
 """
 
-from pathlib import Path
 
 import pytest
 
