@@ -11,6 +11,7 @@ which also copies the source's audio (or re-encodes it to AAC where mp4 cannot h
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import os
 import queue
@@ -46,6 +47,7 @@ EMOTION_COLORS: dict[str, tuple[int, int, int]] = {
 # Audio copied as it is; anything else (AC-3, PCM, Vorbis...) is re-encoded to AAC, which every browser
 # and phone plays from an mp4 (mp4 could hold AC-3, but browsers would not play it).
 COPIED_AUDIO = {"aac"}
+TEXT_COLOUR = (0, 0, 0)
 PENDING_BYTES = 512 * 2**20  # frames held for lookahead, at most (4K video draws a little earlier)
 INBOX_BYTES = 128 * 2**20  # frames queued for the drawing thread, at most
 
@@ -77,8 +79,7 @@ class FaceAnnotator:
     """Draws boxes and labels ("3 happy 82%") coloured by emotion; sizes follow the frame's height.
 
     `annotate` draws on RGB frames. `annotate_i420` draws the same on I420 planes, as the decoder gives them
-    and the encoder takes them: only the region around each face goes to RGB and back, ~10x less work than
-    converting the whole frame twice."""
+    and the encoder takes them, with no colour conversion."""
 
     def annotate(self, rgb: NDArray[np.uint8], boxes: list[FaceBox], out: NDArray[np.uint8] | None = None) -> NDArray[np.uint8]:
         """A copy of `rgb` with the boxes drawn, written into `out` when given (reusing one buffer per video)."""
@@ -87,21 +88,31 @@ class FaceAnnotator:
         else:
             np.copyto(out, rgb)
         for face in boxes:
-            self._draw(out, self._layout(face, out.shape[0]), (0, 0))
+            self._draw(out, self._layout(face, out.shape[0]))
         return out
 
     def annotate_i420(self, i420: NDArray[np.uint8], width: int, height: int, boxes: list[FaceBox],
                       out: NDArray[np.uint8]) -> NDArray[np.uint8]:
-        """`annotate` for I420 planes (height * 3 / 2, width) of a frame with even sides, into `out`."""
+        """`annotate` for I420 planes (height * 3 / 2, width) of a frame with even sides, into `out`.
+
+        Draws straight on the planes with each colour's Y, U and V: the luma is what `annotate` gives (both
+        blend linearly), the chroma is drawn at its half resolution (box lines without antialiasing)."""
         np.copyto(out, i420)
-        planes = _planes(out, width, height)
+        luma, u, v = _planes(out, width, height)
+        text_y, text_u, text_v = _yuv(TEXT_COLOUR)
         for face in boxes:
-            layout = self._layout(face, height)
-            x0, y0, x1, y1 = _extent(layout, width, height)
-            if x1 > x0 and y1 > y0:
-                region = cv2.cvtColor(_cut(planes, x0, y0, x1, y1), cv2.COLOR_YUV2RGB_I420)
-                self._draw(region, layout, (x0, y0))
-                _paste(planes, x0, y0, cv2.cvtColor(region, cv2.COLOR_RGB2YUV_I420))
+            label = self._layout(face, height)
+            y, cb, cr = _yuv(label.colour)
+            self._draw(luma, label, y, text_y)
+            (x1, y1, x2, y2), (lx1, ly1, lx2, ly2) = label.box, label.background
+            text = _text_coverage(label, width, height)
+            for plane, value, text_value in ((u, cb, text_u), (v, cr, text_v)):
+                cv2.rectangle(plane, (x1 // 2, y1 // 2), (x2 // 2, y2 // 2), value, max(1, round(label.thickness / 2)), cv2.LINE_AA)
+                cv2.rectangle(plane, (lx1 // 2, ly1 // 2), (lx2 // 2, ly2 // 2), value, -1)
+                if text is not None:  # the label's chroma, turning to the text's where the letters cover it
+                    (cx0, cy0), coverage = text
+                    ch, cw = coverage.shape
+                    plane[cy0 : cy0 + ch, cx0 : cx0 + cw] = (value + coverage * (text_value - value) + 0.5).astype(np.uint8)
         return out
 
     @staticmethod
@@ -117,15 +128,13 @@ class FaceAnnotator:
                       thickness, font_scale, font_thickness)
 
     @staticmethod
-    def _draw(image: NDArray[np.uint8], label: _Label, offset: tuple[int, int]) -> None:
-        """Draw one face's box and label on `image`, whose top-left pixel is frame pixel `offset`."""
-        ox, oy = offset
-        x1, y1, x2, y2 = label.box
-        lx1, ly1, lx2, ly2 = label.background
-        cv2.rectangle(image, (x1 - ox, y1 - oy), (x2 - ox, y2 - oy), label.colour, label.thickness, cv2.LINE_AA)
-        cv2.rectangle(image, (lx1 - ox, ly1 - oy), (lx2 - ox, ly2 - oy), label.colour, -1)
-        cv2.putText(image, label.text, (label.origin[0] - ox, label.origin[1] - oy), cv2.FONT_HERSHEY_SIMPLEX,
-                    label.font_scale, (0, 0, 0), label.font_thickness, cv2.LINE_AA)
+    def _draw(image: NDArray[np.uint8], label: _Label, colour=None, text_colour=TEXT_COLOUR) -> None:
+        """Draw one face's box and label on `image` (RGB, or one plane given the colours' values there)."""
+        colour = label.colour if colour is None else colour
+        cv2.rectangle(image, label.box[:2], label.box[2:], colour, label.thickness, cv2.LINE_AA)
+        cv2.rectangle(image, label.background[:2], label.background[2:], colour, -1)
+        cv2.putText(image, label.text, label.origin, cv2.FONT_HERSHEY_SIMPLEX, label.font_scale, text_colour,
+                    label.font_thickness, cv2.LINE_AA)
 
 
 def _planes(i420: NDArray[np.uint8], width: int, height: int) -> tuple[NDArray, NDArray, NDArray]:
@@ -136,27 +145,25 @@ def _planes(i420: NDArray[np.uint8], width: int, height: int) -> tuple[NDArray, 
             flat[luma + chroma :].reshape(height // 2, width // 2))
 
 
-def _extent(label: _Label, width: int, height: int) -> tuple[int, int, int, int]:
-    """The even-aligned region (x0, y0, x1, y1) that holds everything drawn for a face, within the frame."""
-    margin = label.thickness + 2  # antialiased edges reach past the nominal line
-    x0 = min(label.box[0], label.background[0]) - margin
-    y0 = min(label.box[1], label.background[1]) - margin
-    x1 = max(label.box[2], label.background[2]) + margin
-    y1 = max(label.box[3], label.background[3]) + margin
-    return max(0, x0 - x0 % 2), max(0, y0 - y0 % 2), min(width, x1 + x1 % 2), min(height, y1 + y1 % 2)
+def _text_coverage(label: _Label, width: int, height: int) -> tuple[tuple[int, int], NDArray[np.float32]] | None:
+    """How much of each chroma sample the label's letters cover (0-1), with the top-left chroma sample of
+    that array; None when the label lies outside the frame."""
+    x0, y0 = max(0, label.background[0]) // 2 * 2, max(0, label.background[1]) // 2 * 2
+    x1, y1 = min(width, label.background[2] + 1) // 2 * 2, min(height, label.background[3] + 1) // 2 * 2
+    if x1 <= x0 or y1 <= y0:
+        return None
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.putText(mask, label.text, (label.origin[0] - x0, label.origin[1] - y0), cv2.FONT_HERSHEY_SIMPLEX,
+                label.font_scale, 255, label.font_thickness, cv2.LINE_AA)
+    coverage = cv2.resize(mask, ((x1 - x0) // 2, (y1 - y0) // 2), interpolation=cv2.INTER_AREA)
+    return (x0 // 2, y0 // 2), coverage.astype(np.float32) / 255
 
 
-def _cut(planes: tuple[NDArray, NDArray, NDArray], x0: int, y0: int, x1: int, y1: int) -> NDArray[np.uint8]:
-    """I420 pixels (h * 3 / 2, w) of an even-aligned region."""
-    luma, u, v = planes
-    parts = [luma[y0:y1, x0:x1], u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2], v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2]]
-    return np.concatenate([p.reshape(-1) for p in parts]).reshape((y1 - y0) * 3 // 2, x1 - x0)
-
-
-def _paste(planes: tuple[NDArray, NDArray, NDArray], x0: int, y0: int, region: NDArray[np.uint8]) -> None:
-    height, width = region.shape[0] * 2 // 3, region.shape[1]
-    for plane, part, scale in zip(planes, _planes(region, width, height), (1, 2, 2)):
-        plane[y0 // scale : (y0 + height) // scale, x0 // scale : (x0 + width) // scale] = part
+@functools.cache
+def _yuv(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A colour's Y, U and V, as OpenCV converts frames for the encoder (BT.601, limited range)."""
+    y, u, v = cv2.cvtColor(np.full((2, 2, 3), rgb, np.uint8), cv2.COLOR_RGB2YUV_I420).reshape(-1)[[0, 4, 5]]
+    return int(y), int(u), int(v)
 
 
 @dataclass
