@@ -26,7 +26,7 @@ import ffmpeg
 import numpy as np
 from numpy.typing import NDArray
 
-from emotiontrack._ffmpeg import StderrTail, ffmpeg_path, start, stop_process
+from emotiontrack._ffmpeg import StderrTail, codec_threads, ffmpeg_path, start, stop_process
 from emotiontrack.errors import OutputError
 from emotiontrack.smooth import smooth_track
 from emotiontrack.types import EMOTIONS, Faces, Frame, VideoInfo
@@ -250,6 +250,7 @@ class VideoEncoder:
             audio_args = {"acodec": "copy"} if info.audio_codec in COPIED_AUDIO else {"acodec": "aac", "audio_bitrate": "160k"}
         args = (
             ffmpeg.output(*streams, str(self.tmp), format="mp4", vcodec="libx264", preset=preset, crf=crf,
+                          threads=codec_threads(width, height),
                           pix_fmt="yuv420p", movflags="+faststart", fps_mode="passthrough", **audio_args)
             .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y")
             .compile(cmd=ffmpeg_path())

@@ -26,7 +26,7 @@ import ffmpeg
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from emotiontrack._ffmpeg import StderrTail, ffmpeg_path, probe_json, start, stop_process
+from emotiontrack._ffmpeg import StderrTail, codec_threads, ffmpeg_path, probe_json, start, stop_process
 from emotiontrack.errors import DecodeError, InputError
 from emotiontrack.types import Frame, VideoInfo
 
@@ -177,7 +177,7 @@ class VideoReader:
             filters += (f",select='isnan(t)+isnan(prev_selected_t)+gte({slot % 't'}-{slot % 'prev_selected_t'}\\,1)'"
                         ",showinfo=checksum=0")
         args = (
-            ffmpeg.input(str(info.path))
+            ffmpeg.input(str(info.path), threads=codec_threads(info.width, info.height))
             .output("pipe:", format="rawvideo", pix_fmt="yuv420p" if self._i420 else "rgb24", vf=filters,
                     map="0:v:0", fps_mode="passthrough")
             .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "info")
