@@ -96,7 +96,7 @@ class FaceAnnotator:
         """`annotate` for I420 planes (height * 3 / 2, width) of a frame with even sides, into `out`.
 
         Draws straight on the planes with each colour's Y, U and V: the luma is what `annotate` gives (both
-        blend linearly), the chroma is drawn at its half resolution (box lines without antialiasing)."""
+        blend linearly), the chroma is drawn at its half resolution."""
         np.copyto(out, i420)
         luma, u, v = _planes(out, width, height)
         text_y, text_u, text_v = _yuv(TEXT_COLOUR)
@@ -107,7 +107,7 @@ class FaceAnnotator:
             (x1, y1, x2, y2), (lx1, ly1, lx2, ly2) = label.box, label.background
             text = _text_coverage(label, width, height)
             for plane, value, text_value in ((u, cb, text_u), (v, cr, text_v)):
-                cv2.rectangle(plane, (x1 // 2, y1 // 2), (x2 // 2, y2 // 2), value, max(1, round(label.thickness / 2)), cv2.LINE_AA)
+                cv2.rectangle(plane, (x1 // 2, y1 // 2), (x2 // 2, y2 // 2), value, max(1, round(label.thickness / 2)))
                 cv2.rectangle(plane, (lx1 // 2, ly1 // 2), (lx2 // 2, ly2 // 2), value, -1)
                 if text is not None:  # the label's chroma, turning to the text's where the letters cover it
                     (cx0, cy0), coverage = text
@@ -121,7 +121,7 @@ class FaceAnnotator:
         emotion = EMOTIONS[int(np.argmax(face.probs))]
         x1, y1, x2, y2 = (int(round(v)) for v in face.xyxy)
         text = f"{face.face_id} {emotion} {100 * float(np.max(face.probs)):.0f}%"
-        (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_thickness)
+        (tw, th), baseline = _text_size(text, font_scale, font_thickness)
         top = y1 - th - baseline - 2 * thickness if y1 - th - baseline - 2 * thickness >= 0 else y2
         return _Label((x1, y1, x2, y2), text, EMOTION_COLORS[emotion],
                       (x1, top, x1 + tw + 2 * thickness, top + th + baseline + 2 * thickness), (x1 + thickness, top + th + thickness),
@@ -131,7 +131,7 @@ class FaceAnnotator:
     def _draw(image: NDArray[np.uint8], label: _Label, colour=None, text_colour=TEXT_COLOUR) -> None:
         """Draw one face's box and label on `image` (RGB, or one plane given the colours' values there)."""
         colour = label.colour if colour is None else colour
-        cv2.rectangle(image, label.box[:2], label.box[2:], colour, label.thickness, cv2.LINE_AA)
+        cv2.rectangle(image, label.box[:2], label.box[2:], colour, label.thickness)  # axis-aligned: nothing to smooth
         cv2.rectangle(image, label.background[:2], label.background[2:], colour, -1)
         cv2.putText(image, label.text, label.origin, cv2.FONT_HERSHEY_SIMPLEX, label.font_scale, text_colour,
                     label.font_thickness, cv2.LINE_AA)
@@ -152,11 +152,25 @@ def _text_coverage(label: _Label, width: int, height: int) -> tuple[tuple[int, i
     x1, y1 = min(width, label.background[2] + 1) // 2 * 2, min(height, label.background[3] + 1) // 2 * 2
     if x1 <= x0 or y1 <= y0:
         return None
-    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    cv2.putText(mask, label.text, (label.origin[0] - x0, label.origin[1] - y0), cv2.FONT_HERSHEY_SIMPLEX,
-                label.font_scale, 255, label.font_thickness, cv2.LINE_AA)
-    coverage = cv2.resize(mask, ((x1 - x0) // 2, (y1 - y0) // 2), interpolation=cv2.INTER_AREA)
-    return (x0 // 2, y0 // 2), coverage.astype(np.float32) / 255
+    return (x0 // 2, y0 // 2), _glyph_coverage(label.text, label.font_scale, label.font_thickness,
+                                               label.origin[0] - x0, label.origin[1] - y0, x1 - x0, y1 - y0)
+
+
+# Labels repeat from frame to frame (same face, emotion and percentage): their sizes and letter coverage
+# are worth keeping rather than rendering again for each of the ~25 frames a second.
+@functools.lru_cache(maxsize=4096)
+def _text_size(text: str, font_scale: float, font_thickness: int) -> tuple[tuple[int, int], int]:
+    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_thickness)
+
+
+@functools.lru_cache(maxsize=1024)
+def _glyph_coverage(text: str, font_scale: float, font_thickness: int, x: int, y: int, width: int, height: int) -> NDArray[np.float32]:
+    """Coverage (height / 2, width / 2) of text drawn from baseline point (x, y) in a (height, width) box."""
+    mask = np.zeros((height, width), np.uint8)
+    cv2.putText(mask, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, font_scale, 255, font_thickness, cv2.LINE_AA)
+    coverage = cv2.resize(mask, (width // 2, height // 2), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    coverage.flags.writeable = False  # shared by every frame that shows this label
+    return coverage
 
 
 @functools.cache

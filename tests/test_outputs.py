@@ -132,7 +132,7 @@ def test_drawing_on_i420_planes_matches_drawing_on_rgb():
     chroma = np.abs(drawn_i420[360:] - expected[360:])
     assert chroma.mean() < 1 and (chroma > 16).mean() < 0.015
     drawn = np.abs(drawn_rgb.astype(int) - rgb).sum(axis=2) > 0
-    assert drawn.mean() > 0.04  # something was drawn, and far more than where the chroma differs
+    assert drawn.mean() > 0.03  # something was drawn, and far more than where the chroma differs
     assert not np.array_equal(drawn_i420, planes)
 
 
