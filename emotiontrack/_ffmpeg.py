@@ -27,11 +27,20 @@ from emotiontrack.errors import EmotionTrackError
 def codec_threads(width: int, height: int) -> int:
     """Threads for decoding or encoding frames of this size (0: ffmpeg's choice, a thread per core and more).
 
-    The pipeline keeps every core busy, so frame threads only add their overhead: with one thread, decoding
-    H.264 costs ~20% less CPU and x264 ultrafast ~10% less, and one thread still decodes 720p at ~1,000 and
-    encodes it at ~260 frames/s on this project's 2-core machine, several times what the pipeline needs.
-    Above 1080p one thread could hold the pipeline back."""
-    return 1 if width * height <= 1920 * 1088 else 0
+    On two cores the pipeline keeps both busy, so frame threads only add their overhead: with one thread,
+    decoding H.264 costs ~20% less CPU and x264 ultrafast ~10% less, and one thread still decodes 720p at
+    ~1,000 and encodes it at ~260 frames/s there, several times what the pipeline needs. With more cores (a
+    GPU machine, a bigger laptop) the spare ones are better used by ffmpeg's threads, and above 1080p one
+    thread could hold the pipeline back."""
+    return 1 if _usable_cores() <= 2 and width * height <= 1920 * 1088 else 0
+
+
+def _usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, as containers and `taskset` set it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 @cache
