@@ -128,7 +128,8 @@ class FaceAnnotator:
                       thickness, font_scale, font_thickness)
 
     @staticmethod
-    def _draw(image: NDArray[np.uint8], label: _Label, colour=None, text_colour=TEXT_COLOUR) -> None:
+    def _draw(image: NDArray[np.uint8], label: _Label, colour: tuple[int, int, int] | int | None = None,
+              text_colour: tuple[int, int, int] | int = TEXT_COLOUR) -> None:
         """Draw one face's box and label on `image` (RGB, or one plane given the colours' values there)."""
         colour = label.colour if colour is None else colour
         cv2.rectangle(image, label.box[:2], label.box[2:], colour, label.thickness)  # axis-aligned: nothing to smooth
