@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import IO
 
+from emotiontrack.config import usable_cores
 from emotiontrack.errors import EmotionTrackError
 
 
@@ -32,15 +33,7 @@ def codec_threads(width: int, height: int) -> int:
     ~1,000 and encodes it at ~260 frames/s there, several times what the pipeline needs. With more cores (a
     GPU machine, a bigger laptop) the spare ones are better used by ffmpeg's threads, and above 1080p one
     thread could hold the pipeline back."""
-    return 1 if _usable_cores() <= 2 and width * height <= 1920 * 1088 else 0
-
-
-def _usable_cores() -> int:
-    """CPU cores this process may run on (its affinity, as containers and `taskset` set it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return 1 if usable_cores() <= 2 and width * height <= 1920 * 1088 else 0
 
 
 @cache

@@ -168,7 +168,7 @@ def _run_analyze(args: argparse.Namespace, console: Console) -> int:
     gc.disable()
     try:
         from emotiontrack.batch import analyze_input, check_output_dir, output_dirs, write_run_summary
-        from emotiontrack.config import AnalyzeConfig
+        from emotiontrack.config import AnalyzeConfig, usable_cores
 
         started = time.monotonic()
         config = AnalyzeConfig(fps=args.fps, min_face=args.min_face, min_score=args.min_score,
@@ -186,7 +186,7 @@ def _run_analyze(args: argparse.Namespace, console: Console) -> int:
         gc.freeze()
         gc.enable()
     dirs = output_dirs(args.paths, args.output)
-    jobs = min(args.jobs, os.cpu_count() or 1, len(args.paths))
+    jobs = min(args.jobs, usable_cores(), len(args.paths))
     if jobs < args.jobs:
         log.info("--jobs %d: using %d (CPU cores and inputs bound it)", args.jobs, jobs)
     columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),

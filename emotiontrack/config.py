@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,14 @@ class AnalyzeConfig:
     def settings(self) -> dict[str, object]:
         """JSON-friendly settings (device is left out: it does not change results)."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items() if k != "device"}
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, as containers and `taskset` set it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def resolve_device(device: str) -> str:
