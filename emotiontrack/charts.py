@@ -40,7 +40,8 @@ def _save(fig: Figure, path: Path) -> Path:
 def _figure(width_in: float, rows: int, row_in: float, top_in: float, bottom_in: float, left_in: float,
             gap_in: float = 0.0) -> Figure:
     """A figure laid out by fixed margins in inches. Constrained layout measures every tick label: with it, the
-    timeline chart of a five-face minute took 0.84-0.92 s to write, without it 0.45-0.63 s."""
+    timeline chart of a five-face minute took 0.67-0.84 s to write, without it 0.40-0.55 s
+    (`python benchmarks/micro.py charts`)."""
     height = top_in + bottom_in + rows * row_in + (rows - 1) * gap_in
     fig = Figure(figsize=(width_in, height))
     fig.subplots_adjust(left=left_in / width_in, right=1 - 0.25 / width_in, top=1 - top_in / height,

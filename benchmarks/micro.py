@@ -1,0 +1,101 @@
+"""Small timings behind numbers in README.md's performance section.
+
+    python benchmarks/micro.py draw                    # FaceAnnotator.annotate_i420, 720p frame, four faces
+    python benchmarks/micro.py charts RESULT_DIR       # timeline and shares charts of one analysed video
+    python benchmarks/micro.py threads -- analyze CLIP -o OUT --overwrite   # CPU seconds per thread of one run
+
+`draw` reports the best of 7 rounds of 100 calls with the same four labels (so the label caches hit, as
+they mostly do across a video's frames). `threads` runs the CLI in this process and reports each thread's
+CPU time (`time.thread_time()`), the ffmpeg children's (`getrusage`) and the wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def time_drawing() -> None:
+    import cv2
+    import numpy as np
+
+    from emotiontrack.annotate import FaceAnnotator, FaceBox
+
+    rng = np.random.default_rng(5)
+    rgb = cv2.GaussianBlur(rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8), (15, 15), 5)
+    planes = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+    out = np.empty_like(planes)
+    boxes = [FaceBox(i, np.array(xyxy, np.float64), rng.dirichlet(np.ones(7)).astype(np.float32))
+             for i, xyxy in enumerate([(100, 100, 300, 330), (400, 120, 600, 350), (700, 300, 900, 520), (1000, 200, 1180, 420)])]
+    annotator, best = FaceAnnotator(), float("inf")
+    for _ in range(7):
+        started = time.perf_counter()
+        for _ in range(100):
+            annotator.annotate_i420(planes, 1280, 720, boxes, out)
+        best = min(best, (time.perf_counter() - started) / 100)
+    print(f"annotate_i420, 720p, four faces: {best * 1e3:.3f} ms a frame (best of 7x100)")
+
+
+def time_charts(result: Path) -> None:
+    import tempfile
+
+    import pandas as pd
+
+    from emotiontrack.charts import plot_shares, plot_timelines
+
+    timeline, faces = pd.read_parquet(result / "timeline.parquet"), pd.read_parquet(result / "faces.parquet")
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(2):
+            started = time.perf_counter()
+            plot_timelines(timeline, faces, result.name, Path(tmp) / "timeline.png")
+            middle = time.perf_counter()
+            plot_shares(faces, result.name, Path(tmp) / "shares.png")
+            print(f"timeline chart {middle - started:.2f} s, shares chart {time.perf_counter() - middle:.2f} s")
+
+
+def time_threads(cli_args: list[str]) -> None:
+    cpu: dict[str, float] = {}
+    run = threading.Thread.run
+
+    def timed_run(self):  # each thread's CPU seconds, taken as it ends
+        try:
+            run(self)
+        finally:
+            name = self.name.split(" (")[-1].rstrip(")") if "(" in self.name else self.name.rstrip("0123456789_-")
+            cpu[name] = cpu.get(name, 0.0) + time.thread_time()
+
+    threading.Thread.run = timed_run
+    from emotiontrack import cli
+
+    started = time.perf_counter()
+    cli.main(cli_args)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"wall {time.perf_counter() - started:.2f} s; main thread {time.thread_time():.2f} CPU-s; "
+          f"ffmpeg processes {children.ru_utime + children.ru_stime:.2f} CPU-s", file=sys.stderr)
+    for name, seconds in sorted(cpu.items(), key=lambda item: -item[1]):
+        print(f"  thread {name}: {seconds:.2f} CPU-s", file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    sub.add_parser("draw", help="time FaceAnnotator.annotate_i420")
+    charts = sub.add_parser("charts", help="time the charts of one result folder")
+    charts.add_argument("result", type=Path, help="a folder written by `emotiontrack analyze` (timeline.parquet, faces.parquet)")
+    threads = sub.add_parser("threads", help="CPU seconds per thread of one CLI run")
+    threads.add_argument("cli_args", nargs=argparse.REMAINDER, help="arguments for `emotiontrack`, after --")
+    args = parser.parse_args()
+    if args.what == "draw":
+        time_drawing()
+    elif args.what == "charts":
+        time_charts(args.result)
+    else:
+        time_threads(args.cli_args[1:] if args.cli_args[:1] == ["--"] else args.cli_args)
+
+
+if __name__ == "__main__":
+    main()
