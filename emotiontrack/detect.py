@@ -8,17 +8,49 @@ boxes outside the frame) are normalised here, so only `Faces` records leave this
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+import types
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 
 import cv2
 import numpy as np
 import torch
-from facenet_pytorch import MTCNN
-from facenet_pytorch.models.utils.detect_face import bbreg
 
 from emotiontrack.crops import square_crop
 from emotiontrack.types import Faces, Frame
+
+
+@contextmanager
+def _torch_dynamo_deferred() -> Iterator[None]:
+    """While facenet-pytorch imports torchvision: torchvision 0.29's roi_align imports torch._dynamo (~1.5 s,
+    a quarter of analyze's start-up on two cores) for one function that only its deterministic roi_align
+    calls, which MTCNN never does. Meanwhile that module's name resolves to a stand-in whose function imports
+    the real one on its first call, so the behaviour is the same, paid for only by code that uses it."""
+    name = "torch._dynamo.utils"
+    if name in sys.modules or "torchvision" in sys.modules:
+        yield
+        return
+
+    def is_compile_supported(device_type):
+        from torch._dynamo.utils import is_compile_supported as real
+
+        return real(device_type)
+
+    stand_in = types.ModuleType(name)
+    stand_in.is_compile_supported = is_compile_supported
+    sys.modules[name] = stand_in
+    try:
+        yield
+    finally:
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]
+
+
+with _torch_dynamo_deferred():
+    from facenet_pytorch import MTCNN
+    from facenet_pytorch.models.utils.detect_face import bbreg
 
 DETECTOR_MIN_FACE = 20  # pixels, in the image MTCNN sees (its own default)
 # P-, R- and O-Net thresholds, a notch below MTCNN's (0.6, 0.7, 0.7): on upscaled FER2013 faces this finds

@@ -1,5 +1,8 @@
 """Real MTCNN on scikit-image's astronaut photograph."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from skimage import data
@@ -81,3 +84,13 @@ def test_follow_refines_a_known_face_and_finds_none_where_there_is_none(detector
     assert (followed.landmarks[0, :, 0] > followed.xyxy[0, 0]).all() and (followed.landmarks[0, :, 0] < followed.xyxy[0, 2]).all()
     assert len(detector.follow(Frame(5, 2.5, image), np.array([[400.0, 380.0, 480.0, 470.0]]))) == 0
     assert len(detector.follow(Frame(5, 2.5, image), np.empty((0, 4)))) == 0
+
+
+def test_importing_the_detector_leaves_torch_dynamo_for_code_that_uses_it():
+    # torchvision's roi_align would import torch._dynamo (~1.5 s of start-up); its one function still works.
+    script = ("import sys, emotiontrack.detect; print('torch._dynamo' in sys.modules);"
+              "r = sys.modules['torchvision.ops.roi_align']; print(r.is_compile_supported('cpu'));"
+              "import torch._dynamo.utils as u; print(u.is_compile_supported('cpu'))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "False"
+    assert out[1] == out[2] == "True"
