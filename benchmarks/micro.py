@@ -3,16 +3,20 @@
     python benchmarks/micro.py draw                    # FaceAnnotator.annotate_i420, 720p frame, four faces
     python benchmarks/micro.py charts RESULT_DIR       # timeline and shares charts of one analysed video
     python benchmarks/micro.py threads -- analyze CLIP -o OUT --overwrite   # CPU seconds per thread of one run
+    python benchmarks/micro.py startup                 # analyze's imports and model loading, step by step
 
 `draw` reports the best of 7 rounds of 100 calls with the same four labels (so the label caches hit, as
 they mostly do across a video's frames). `threads` runs the CLI in this process and reports each thread's
-CPU time (`time.thread_time()`), the ffmpeg children's (`getrusage`) and the wall time.
+CPU time (`time.thread_time()`), the ffmpeg children's (`getrusage`) and the wall time. `startup` runs three
+fresh interpreters that import what `analyze` imports, in its order and with the garbage collector off as
+it has it, then load the models, timing each step.
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
 import sys
 import threading
 import time
@@ -80,6 +84,31 @@ def time_threads(cli_args: list[str]) -> None:
         print(f"  thread {name}: {seconds:.2f} CPU-s", file=sys.stderr)
 
 
+STARTUP_STEPS = """
+import gc, sys, time
+gc.disable()
+steps, last = [], time.perf_counter()
+def step(name):
+    global last
+    now = time.perf_counter()
+    steps.append(f"{name} {now - last:.2f}")
+    last = now
+import torch; step("torch")
+import emotiontrack.detect; step("detect (facenet-pytorch, torchvision)")
+import emotiontrack.pipeline; step("pipeline (scipy.optimize, pandas, pyarrow)")
+import emotiontrack.batch; step("batch (matplotlib)")
+from emotiontrack.config import AnalyzeConfig
+from emotiontrack.pipeline import load_models
+load_models(AnalyzeConfig()); step("load_models")
+print(", ".join(steps), "s; torch._dynamo imported:", "torch._dynamo" in sys.modules)
+"""
+
+
+def time_startup(rounds: int = 3) -> None:
+    for _ in range(rounds):
+        subprocess.run([sys.executable, "-c", STARTUP_STEPS], check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -88,11 +117,14 @@ def main() -> None:
     charts.add_argument("result", type=Path, help="a folder written by `emotiontrack analyze` (timeline.parquet, faces.parquet)")
     threads = sub.add_parser("threads", help="CPU seconds per thread of one CLI run")
     threads.add_argument("cli_args", nargs=argparse.REMAINDER, help="arguments for `emotiontrack`, after --")
+    sub.add_parser("startup", help="time analyze's imports and model loading in fresh interpreters")
     args = parser.parse_args()
     if args.what == "draw":
         time_drawing()
     elif args.what == "charts":
         time_charts(args.result)
+    elif args.what == "startup":
+        time_startup()
     else:
         time_threads(args.cli_args[1:] if args.cli_args[:1] == ["--"] else args.cli_args)
 
