@@ -8,6 +8,7 @@ boxes outside the frame) are normalised here, so only `Faces` records leave this
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 from collections.abc import Iterator, Sequence
@@ -27,19 +28,29 @@ def _torch_dynamo_deferred() -> Iterator[None]:
     """While facenet-pytorch imports torchvision: torchvision 0.29's roi_align imports torch._dynamo (~1.5 s,
     a quarter of analyze's start-up on two cores) for one function that only its deterministic roi_align
     calls, which MTCNN never does. Meanwhile that module's name resolves to a stand-in whose function imports
-    the real one on its first call, so the behaviour is the same, paid for only by code that uses it."""
+    the real one on its first call, as does asking the stand-in for anything else: the behaviour is the same,
+    paid for only by code that uses it."""
     name = "torch._dynamo.utils"
-    if name in sys.modules or "torchvision" in sys.modules:
+    if name in sys.modules:
         yield
         return
+    stand_in = types.ModuleType(name)
+
+    def real_module() -> types.ModuleType:
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]
+        return importlib.import_module(name)
 
     def is_compile_supported(device_type):
-        from torch._dynamo.utils import is_compile_supported as real
+        return real_module().is_compile_supported(device_type)
 
-        return real(device_type)
+    def any_other(attr: str):
+        if attr.startswith("__"):  # the import system's probes (__path__, ...): a plain module has none
+            raise AttributeError(attr)
+        return getattr(real_module(), attr)
 
-    stand_in = types.ModuleType(name)
     stand_in.is_compile_supported = is_compile_supported
+    stand_in.__getattr__ = any_other
     sys.modules[name] = stand_in
     try:
         yield

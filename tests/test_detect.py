@@ -94,3 +94,13 @@ def test_importing_the_detector_leaves_torch_dynamo_for_code_that_uses_it():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "False"
     assert out[1] == out[2] == "True"
+
+
+def test_the_torch_dynamo_stand_in_hands_out_the_real_module_for_anything_else():
+    script = ("import sys; from emotiontrack.detect import _torch_dynamo_deferred\n"
+              "with _torch_dynamo_deferred():\n"
+              "    from torch._dynamo.utils import counters\n"
+              "import torch._dynamo.utils as real\n"
+              "print(counters is real.counters, real.__file__ is not None)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True"]
