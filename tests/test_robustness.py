@@ -195,3 +195,13 @@ def test_unwritable_output_fails_before_any_work(tmp_path, output, two_face_clip
     done = cli("analyze", two_face_clip[0], "-o", target, timeout=120)
     assert done.returncode == 1 and "cannot write to output folder" in done.stderr and "Traceback" not in done.stderr
     assert time.monotonic() - started < 30  # no model was loaded
+
+
+def test_asking_for_a_gpu_where_there_is_none_is_a_one_line_error(tmp_path, two_face_clip):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    done = cli("analyze", two_face_clip[0], "-o", tmp_path / "out", "--device", "cuda", timeout=120)
+    assert done.returncode == 1 and "--device cuda: torch sees no CUDA GPU" in done.stderr
+    assert "Traceback" not in done.stderr and not leftovers(tmp_path)
