@@ -103,6 +103,13 @@ def bench_clip(clip: Path, duration_s: float, work: Path, model: Path | None = N
     return row
 
 
+def gpu_name() -> str:
+    """The card `--device auto` runs on, named in the report (the runs themselves are subprocesses)."""
+    import torch
+
+    return f"GPU: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
+
+
 def render_markdown(rows: list[dict], command: str, machine: str) -> str:
     from emotiontrack.config import AnalyzeConfig
 
@@ -169,7 +176,7 @@ def main() -> None:
             rows.append(bench_clip(clip, duration * loops, Path(work), args.model, modes))
         print(json.dumps(rows[-1]), flush=True)
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {gpu_name()}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render_markdown(rows, command.strip(), machine))
     args.out.with_suffix(".json").write_text(json.dumps({"command": command, "machine": machine, "rows": rows}, indent=2))
