@@ -25,9 +25,9 @@ from emotiontrack.types import Faces, Frame
 
 @contextmanager
 def _torch_dynamo_deferred() -> Iterator[None]:
-    """While facenet-pytorch imports torchvision: torchvision 0.29's roi_align imports torch._dynamo (~1.5 s,
-    a quarter of analyze's start-up on two cores) for one function that only its deterministic roi_align
-    calls, which MTCNN never does. Meanwhile that module's name resolves to a stand-in whose function imports
+    """While facenet-pytorch imports torchvision: torchvision 0.29's roi_align imports torch._dynamo (1.7-3 s,
+    about a third of analyze's start-up: `python benchmarks/micro.py startup`) for one function that only its
+    deterministic roi_align calls, which MTCNN never does. Meanwhile that module's name resolves to a stand-in whose function imports
     the real one on its first call, as does asking the stand-in for anything else: the behaviour is the same,
     paid for only by code that uses it."""
     name = "torch._dynamo.utils"
