@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--model", type=Path, help="model file (default: the shipped one)")
     parser.add_argument("--detect-every", type=float, help="whole-frame detection interval, seconds (default: the CLI's)")
+    parser.add_argument("--crop", choices=("aligned", "box"), help="how faces are cropped (default: the CLI's)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "fer_clip.md")
     args = parser.parse_args()
     if not FER_ZIP.is_file():
@@ -39,10 +40,12 @@ def main() -> None:
     from emotiontrack.synthetic import fer_composite, score_timeline, write_clip
 
     settings = {**({"model": args.model} if args.model else {}),
-                **({"detect_every_s": args.detect_every} if args.detect_every is not None else {})}
+                **({"detect_every_s": args.detect_every} if args.detect_every is not None else {}),
+                **({"crop": args.crop} if args.crop else {})}
     config = AnalyzeConfig(**settings)
     models = load_models(config)
     _, validation = load_train_val(FER_ZIP)
+    clean = models.classifier.predict(validation.images).argmax(axis=1)  # EMOTIONS order == sorted class names
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for seed in args.seeds:
@@ -51,22 +54,25 @@ def main() -> None:
             truth = write_clip(clip, sprites, size=(1280, 720), fps=25, duration_s=args.seconds)
             started = time.perf_counter()
             df = emotiontrack.analyze(clip, models=models, **settings)
-            score = score_timeline(df, truth, slots, validation.classes, sample_fps=config.fps)
+            score = score_timeline(df, truth, slots, validation.classes, sample_fps=config.fps, clean=clean)
             rows.append({"seed": seed, "analyse_s": time.perf_counter() - started, **score})
             print(json.dumps(rows[-1]), flush=True)
     command = "python benchmarks/fer_clip.py " + " ".join(sys.argv[1:])
     lines = ["# Accuracy on FER2013 composite clips", "", f"Command: `{command.strip()}`", "",
              f"{args.seconds:.0f} s, 1280x720, 25 fps, four slots of FER2013 validation faces (upscaled to 180-220 px,",
              "changing every 3 s; one slot hidden for 1 s, one entering at 30%); default settings",
-             f"(fps {config.fps}, min-face {config.min_face}, detect-every {config.detect_every_s}, margin {config.margin}); model `{models.classifier.model_sha256[:12]}`.", "",
-             "| seed | recall | false faces / frame | id switches | ids | emotion agreement (3-s majority) | segments |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             f"(fps {config.fps}, min-face {config.min_face}, detect-every {config.detect_every_s}, crop {config.crop}, margin {config.margin}); model `{models.classifier.model_sha256[:12]}`.", "",
+             "| seed | recall | false faces / frame | id switches | ids | emotion agreement (3-s majority) | segments "
+             "| detected faces right | clean crops right | aligned |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['seed']} | {r['recall']:.3f} | {r['false_per_frame']:.3f} | {r['id_switches']} | {r['ids']} | "
-                     f"{r['emotion_agreement']:.3f} | {r['segments']} |")
-    mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("recall", "false_per_frame", "id_switches", "emotion_agreement")}
+                     f"{r['emotion_agreement']:.3f} | {r['segments']} | {r['face_accuracy']:.3f} | {r['clean_accuracy']:.3f} "
+                     f"| {r['aligned_share']:.2f} |")
+    keys = ("recall", "false_per_frame", "id_switches", "emotion_agreement", "face_accuracy", "clean_accuracy")
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
     lines.append(f"| mean | {mean['recall']:.3f} | {mean['false_per_frame']:.3f} | {mean['id_switches']:.1f} | | "
-                 f"{mean['emotion_agreement']:.3f} | |")
+                 f"{mean['emotion_agreement']:.3f} | | {mean['face_accuracy']:.3f} | {mean['clean_accuracy']:.3f} | |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=2))

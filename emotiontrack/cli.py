@@ -49,24 +49,44 @@ def _positive_float(text: str) -> float:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from emotiontrack.network import ARCHITECTURES
+    from emotiontrack.train import OPTIMIZERS, TrainConfig
+
+    d = TrainConfig(data=Path())
     p = sub.add_parser("train", help="train the emotion CNN on a folder-per-emotion dataset",
                        description="Train the emotion CNN, checkpointing every epoch, then calibrate and save it.")
     p.add_argument("data", type=Path, metavar="DATA_DIR",
                    help="dataset: a folder or zip holding train/<emotion>/ and validation/<emotion>/ "
                         "(or only <emotion>/ folders when --val-dir is given)")
-    p.add_argument("-o", "--output", type=Path, default=Path("models/emotiontrack.keras"),
+    p.add_argument("-o", "--output", type=Path, default=d.output,
                    help="model file to write (default: %(default)s); checkpoints go to OUTPUT.ckpt/")
     p.add_argument("--val-dir", type=Path, help="validation split (<emotion>/ folders), if not inside DATA_DIR")
-    p.add_argument("--epochs", type=_positive_int, default=30, help="epochs to train (default: %(default)s)")
-    p.add_argument("--batch-size", type=_positive_int, default=128, help="images per step (default: %(default)s)")
-    p.add_argument("--lr", type=_positive_float, default=1e-3, help="peak Adam learning rate (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for init, shuffling, augmentation (default: %(default)s)")
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default=d.architecture, dest="architecture",
+                   help="network size (see emotiontrack/network.py; default: %(default)s)")
+    p.add_argument("--epochs", type=_positive_int, default=d.epochs, help="epochs to train (default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="images per step (default: %(default)s)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
+                   help="sgd (Nesterov momentum 0.9) or adamw (default: %(default)s)")
+    p.add_argument("--lr", type=_positive_float, default=d.learning_rate, dest="learning_rate",
+                   help="peak learning rate after the warm-up; cosine decay to zero follows (default: %(default)s)")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=d.weight_decay,
+                   help="weight decay of the convolution and dense weights (default: %(default)s)")
+    p.add_argument("--label-smoothing", type=_probability, default=d.label_smoothing,
+                   help="share of each target spread over all classes (default: %(default)s)")
+    p.add_argument("--class-weight-power", type=_non_negative_float, default=d.class_weight_power,
+                   help="loss weight per class = (largest class / class size) ** POWER; 0 ignores imbalance "
+                        "(default: %(default)s)")
+    p.add_argument("--mixup", type=_non_negative_float, default=d.mixup,
+                   help="mix pairs of images with Beta(A, A) weights; 0 turns it off (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed for init, shuffling, augmentation (default: %(default)s)")
     p.add_argument("--limit", type=_positive_int, help="train on at most this many images (quick trials)")
     p.add_argument("--init", type=Path, metavar="CHECKPOINT",
-                   help="start from the weights of an earlier run's OUTPUT.ckpt/last.keras (fine-tuning, a second "
+                   help="start from the weights of an earlier run's OUTPUT.ckpt/last.pt (fine-tuning, a second "
                         "learning-rate cycle) instead of random weights")
     p.add_argument("--no-flip-average", action="store_false", dest="flip_average",
                    help="save a model that classifies each face once, not averaged with its mirror image (half the cost)")
+    p.add_argument("--fp32", action="store_false", dest="bf16",
+                   help="train in float32 (default: bf16 autocast, much faster on CPUs with bf16 instructions)")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run whose checkpoint is in OUTPUT.ckpt/ (its settings are kept; "
                         "run after the last epoch, it only calibrates and saves the model again)")
@@ -80,9 +100,8 @@ def _run_train(args: argparse.Namespace, console: Console) -> int:
     if args.resume:
         config = dataclasses.replace(load_checkpoint_config(args.output), flip_average=args.flip_average)
     else:
-        config = TrainConfig(data=args.data, output=args.output, val_dir=args.val_dir, epochs=args.epochs,
-                             batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, limit=args.limit,
-                             flip_average=args.flip_average, init=args.init)
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[metrics]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -95,7 +114,8 @@ def _run_train(args: argparse.Namespace, console: Console) -> int:
         def on_epoch(epoch: int, logs: dict) -> None:
             progress.console.print(
                 f"epoch {epoch + 1}/{config.epochs}: loss {logs['loss']:.4f} acc {logs['accuracy']:.4f} "
-                f"val_loss {logs['val_loss']:.4f} val_acc {logs['val_accuracy']:.4f}", soft_wrap=True)
+                f"val_loss {logs['val_loss']:.4f} val_acc {logs['val_accuracy']:.4f} "
+                f"val_macro_f1 {logs['val_macro_f1']:.4f}", soft_wrap=True)
             progress.update(task, description=f"epoch {epoch + 2}", completed=0)
 
         summary = train(config, resume=args.resume, on_batch=on_batch, on_epoch=on_epoch)
@@ -104,7 +124,7 @@ def _run_train(args: argparse.Namespace, console: Console) -> int:
 
 
 def _add_analyze(sub: argparse._SubParsersAction) -> None:
-    from emotiontrack.config import AnalyzeConfig
+    from emotiontrack.config import CROPS, AnalyzeConfig
 
     d = AnalyzeConfig()
     p = sub.add_parser("analyze", help="analyse videos and image folders into per-face emotion timelines",
@@ -124,8 +144,11 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
                         "(much cheaper). 0 looks at every analysed frame (default: %(default)s)")
     p.add_argument("--max-gap", type=_non_negative_float, default=d.max_gap_s, dest="max_gap_s",
                    help="seconds a face may be out of sight and keep its id (default: %(default)s)")
+    p.add_argument("--crop", choices=CROPS, default=d.crop,
+                   help="aligned: map each face's eyes, nose and mouth corners onto where the model's training faces "
+                        "have them; box: the square of the detector's box (default: %(default)s)")
     p.add_argument("--margin", type=_non_negative_float, default=d.margin,
-                   help="crop margin around each face box, as a fraction of its side (default: %(default)s)")
+                   help="margin around each face box for box crops, as a fraction of its side (default: %(default)s)")
     p.add_argument("--smooth", type=_non_negative_float, default=d.smooth_s, dest="smooth_s", metavar="SECONDS",
                    help="smooth each face's probabilities over this many seconds; 0 disables (default: %(default)s)")
     p.add_argument("--no-video", action="store_false", dest="video",
@@ -173,7 +196,7 @@ def _run_analyze(args: argparse.Namespace, console: Console) -> int:
         started = time.monotonic()
         config = AnalyzeConfig(fps=args.fps, min_face=args.min_face, min_score=args.min_score,
                                detect_every_s=args.detect_every_s, max_gap_s=args.max_gap_s, margin=args.margin,
-                               smooth_s=args.smooth_s, video=args.video, device=args.device, model=args.model)
+                               crop=args.crop, smooth_s=args.smooth_s, video=args.video, device=args.device, model=args.model)
         check_output_dir(args.output)  # before any model is loaded
         import torch
 
@@ -256,6 +279,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout instead of tables")
     p.add_argument("--plots", type=Path, metavar="DIR", help="write confusion.png and reliability.png into DIR")
     p.add_argument("--save", type=Path, metavar="FILE", help="also write the JSON report to FILE")
+    p.add_argument("--tta", action="store_true",
+                   help="average over test-time views (the image and four copies shifted by 2 px, each with its mirror "
+                        "image): for reports; analyze classifies each face once")
 
 
 def _run_evaluate(args: argparse.Namespace, console: Console) -> int:
@@ -270,7 +296,7 @@ def _run_evaluate(args: argparse.Namespace, console: Console) -> int:
                   console=console, transient=True) as progress:
         task = progress.add_task("images", total=None)
         report = evaluate(args.data, args.model, on_batch=lambda n: progress.advance(task, n),
-                          on_loaded=lambda n: progress.update(task, total=n), split_name=args.split)
+                          on_loaded=lambda n: progress.update(task, total=n), split_name=args.split, tta=args.tta)
     if args.plots:
         report["plots"] = [str(p) for p in save_plots(report, args.plots)]
     if args.save:

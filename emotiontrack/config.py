@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_MODEL_NAME = "emotiontrack.keras"
+CROPS = ("aligned", "box")  # how faces are cropped for the classifier (AnalyzeConfig.crop)
 
 
 def default_model_path() -> Path:
@@ -39,6 +40,9 @@ class AnalyzeConfig:
     # frames faces like FER2013: on upscaled validation faces MTCNN's box spans the whole image height, and
     # classifying such crops is as accurate as classifying the originals; every +0.1 costs ~5 points.
     margin: float = 0.0
+    # "aligned": each face's five landmarks mapped onto the canonical positions of the model's training faces
+    # (align.py); "box": the square of the detector's box (faces with implausible landmarks get it anyway).
+    crop: str = "aligned"
     smooth_s: float = 1.0  # temporal smoothing window per face, seconds (0 = none)
     video: bool = True  # write the annotated video (annotated stills for image folders)
     device: str = "auto"  # auto | cpu | cuda

@@ -149,6 +149,23 @@ class FaceDetector:
         faces = Faces.from_boxes(frame.index, frame.time_s, xyxy[keep], score[keep], landmarks.numpy().astype(np.float64)[keep])
         return self._clip(faces, frame)
 
+    def central_landmarks(self, images: Sequence[np.ndarray]) -> list[np.ndarray | None]:
+        """For same-sized RGB images each holding one face near the middle (enlarged training faces): the
+        landmarks (5, 2) of the surest face whose box centre lies in the middle half, or None."""
+        results = self._mtcnn(list(images))
+        out: list[np.ndarray | None] = []
+        for image, (boxes, probs, points) in zip(images, results):
+            height, width = image.shape[:2]
+            if boxes is None or len(boxes) == 0:
+                out.append(None)
+                continue
+            centre = (np.asarray(boxes)[:, :2] + np.asarray(boxes)[:, 2:]) / 2
+            central = (np.abs(centre[:, 0] - width / 2) < width / 4) & (np.abs(centre[:, 1] - height / 2) < height / 4)
+            score = np.where(central, np.asarray(probs, np.float64), -1)
+            best = int(np.argmax(score))
+            out.append(np.asarray(points[best], np.float64) if score[best] >= self.min_score else None)
+        return out
+
     @staticmethod
     def _clip(faces: Faces, frame: Frame) -> Faces:
         height, width = frame.rgb.shape[:2]

@@ -87,19 +87,41 @@ def predict_in_batches(classifier: EmotionClassifier, images: NDArray[np.uint8],
     return np.concatenate(out) if out else np.empty((0, len(EMOTIONS)), np.float32)
 
 
+# Test-time views for `evaluate --tta`: the image itself and four copies shifted by TTA_SHIFT pixels diagonally
+# (the model averages each with its mirror image itself, so ten views in all, like ten-crop testing). Training
+# shifts faces by up to ±10% (augment), so these views stay inside what the model has seen.
+TTA_SHIFT = 2
+TTA_OFFSETS = ((0, 0), (-TTA_SHIFT, -TTA_SHIFT), (-TTA_SHIFT, TTA_SHIFT), (TTA_SHIFT, -TTA_SHIFT), (TTA_SHIFT, TTA_SHIFT))
+
+
+def shifted(images: NDArray[np.uint8], dx: int, dy: int) -> NDArray[np.uint8]:
+    """Images (n, h, w) moved by (dx, dy) pixels, the uncovered border mirrored in."""
+    if dx == dy == 0:
+        return images
+    h, w = images.shape[1:]
+    padded = np.pad(images, ((0, 0), (abs(dy), abs(dy)), (abs(dx), abs(dx))), mode="reflect")
+    return np.ascontiguousarray(padded[:, abs(dy) - dy : abs(dy) - dy + h, abs(dx) - dx : abs(dx) - dx + w])
+
+
 def evaluate(data: Path, model_path: Path, on_batch: Callable[[int], None] | None = None,
-             on_loaded: Callable[[int], None] | None = None, split_name: str | None = None) -> dict[str, Any]:
-    classifier = EmotionClassifier.load(model_path)
+             on_loaded: Callable[[int], None] | None = None, split_name: str | None = None,
+             tta: bool = False) -> dict[str, Any]:
+    """Score the model on a split; with `tta`, probabilities averaged over TTA_OFFSETS views (for reports:
+    `analyze` classifies each face once)."""
+    classifier = EmotionClassifier.load(model_path, crop="box")  # dataset images are face crops already
     labels = list(EMOTIONS)
     split = load_split(data, EMOTIONS, require_all=False, split=split_name)
+    views = TTA_OFFSETS if tta else TTA_OFFSETS[:1]
     if on_loaded:
-        on_loaded(len(split))
+        on_loaded(len(split) * len(views))
     started = time.perf_counter()
-    probs = predict_in_batches(classifier, split.images, on_batch=on_batch)
+    probs = np.mean([predict_in_batches(classifier, shifted(split.images, dx, dy), on_batch=on_batch)
+                     for dx, dy in views], axis=0)
     seconds = time.perf_counter() - started
     report = classification_report(probs, split.labels, labels)
     report.update({"data": split.source, "model": str(model_path), "images_per_s": len(split) / seconds,
-                   "temperature": classifier.net.temperature, "backend": "torch"})
+                   "temperature": classifier.net.temperature, "backend": "torch",
+                   "tta_views": len(views) * (2 if classifier.net.flip_average else 1)})
     return report
 
 

@@ -1,9 +1,12 @@
 """The emotion CNN, shared by `train`, `evaluate` and `analyze`.
 
-A VGG-style network for 48x48 grayscale faces (FER2013's format): Conv2D / BatchNorm / ReLU blocks with
-MaxPooling2D and Dropout, then Dense layers. The network outputs logits; the saved product model ends in
-`CalibratedSoftmax`, which divides by a temperature fitted on validation data and carries the class
-names, so a `.keras` file is self-describing. Everything is backend-neutral Keras 3 (`keras.ops` only).
+A VGG-style network for 48x48 grayscale faces (FER2013's format; `network.Architecture` says which):
+Conv2D / BatchNorm / ReLU blocks with MaxPooling2D and Dropout, then Dense layers. It is trained as torch
+modules (`network.TrainingNet`) whose weights `copy_weights` writes into these Keras layers. The network
+outputs logits; the saved product model ends in `CalibratedSoftmax`, which divides by a temperature fitted
+on validation data and carries the class names, so a `.keras` file is self-describing. Everything is
+backend-neutral Keras 3 (`keras.ops` only). `analyze` and `evaluate` run the file with torch alone
+(`torchnet.py`); this module is for training and for tests that check the file in Keras.
 """
 
 from __future__ import annotations
@@ -13,20 +16,22 @@ from pathlib import Path
 
 from emotiontrack._keras import keras
 from emotiontrack.errors import ModelError
+from emotiontrack.network import Architecture, TrainingNet
 from emotiontrack.types import INPUT_SIZE
-
-# (filters, conv layers) per block; one conv at full resolution keeps the 48x48 stage cheap.
-BLOCKS: tuple[tuple[int, int], ...] = ((32, 1), (64, 2), (128, 2), (256, 2))
 
 
 @keras.saving.register_keras_serializable(package="emotiontrack")
 class CalibratedSoftmax(keras.layers.Layer):
-    """softmax(logits / temperature); stores the class names of the model's outputs."""
+    """softmax(logits / temperature); stores the class names of the model's outputs and the canonical
+    landmark positions of its training faces (`align.Geometry`: where aligned crops put eyes, nose and
+    mouth corners; None in models trained before alignment)."""
 
-    def __init__(self, labels: Sequence[str], temperature: float = 1.0, **kwargs):
+    def __init__(self, labels: Sequence[str], temperature: float = 1.0,
+                 landmarks: Sequence[Sequence[float]] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.labels = [str(label) for label in labels]
         self.initial_temperature = float(temperature)
+        self.landmarks = None if landmarks is None else [[float(v) for v in point] for point in landmarks]
 
     def build(self, input_shape):
         self.temperature = self.add_weight(
@@ -41,7 +46,7 @@ class CalibratedSoftmax(keras.layers.Layer):
 
     def get_config(self):
         temperature = float(keras.ops.convert_to_numpy(self.temperature)) if self.built else self.initial_temperature
-        return {**super().get_config(), "labels": self.labels, "temperature": temperature}
+        return {**super().get_config(), "labels": self.labels, "temperature": temperature, "landmarks": self.landmarks}
 
 
 @keras.saving.register_keras_serializable(package="emotiontrack")
@@ -52,24 +57,42 @@ class HorizontalFlip(keras.layers.Layer):
         return keras.ops.flip(images, axis=2)
 
 
-def build_network(n_classes: int, dropout: float = 0.25, bn_momentum: float = 0.99) -> keras.Model:
-    """The trainable network: raw 0-255 grayscale (48, 48, 1) in, logits (n_classes,) out."""
+def build_network(n_classes: int, architecture: Architecture) -> keras.Model:
+    """The network in Keras: raw 0-255 grayscale (48, 48, 1) in, logits (n_classes,) out."""
+    epsilon = architecture.epsilon
     inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 1), name="face")
     x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
-    for filters, n_convs in BLOCKS:
+    for filters, n_convs in architecture.blocks:
         for _ in range(n_convs):
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-            x = keras.layers.BatchNormalization(momentum=bn_momentum)(x)
+            x = keras.layers.BatchNormalization(epsilon=epsilon)(x)
             x = keras.layers.Activation("relu")(x)
         x = keras.layers.MaxPooling2D()(x)
-        x = keras.layers.Dropout(dropout)(x)
+        x = keras.layers.Dropout(architecture.block_dropout)(x)
     x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(256, use_bias=False)(x)
-    x = keras.layers.BatchNormalization(momentum=bn_momentum)(x)
+    x = keras.layers.Dense(architecture.dense, use_bias=False)(x)
+    x = keras.layers.BatchNormalization(epsilon=epsilon)(x)
     x = keras.layers.Activation("relu")(x)
-    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.Dropout(architecture.head_dropout)(x)
     logits = keras.layers.Dense(n_classes, name="logits")(x)
     return keras.Model(inputs, logits, name="emotion_cnn")
+
+
+def keras_network(net: TrainingNet) -> keras.Model:
+    """The Keras network holding a trained torch network's weights."""
+    network = build_network(net.n_classes, net.architecture)
+    copy_weights(net, network)
+    return network
+
+
+def copy_weights(net: TrainingNet, network: keras.Model) -> None:
+    """Write the torch network's weights into the Keras network of the same architecture."""
+    weighted = [layer for layer in network.layers if layer.weights]
+    values = net.keras_weights()
+    if len(weighted) != len(values):
+        raise ModelError(f"the Keras network has {len(weighted)} weighted layers, the torch network {len(values)}")
+    for layer, tensors in zip(weighted, values):
+        layer.set_weights([t.detach().float().cpu().numpy() for t in tensors])
 
 
 def with_flip_average(network: keras.Model) -> keras.Model:
@@ -87,9 +110,10 @@ def with_flip_average(network: keras.Model) -> keras.Model:
     return keras.Model(inputs, logits, name="emotion_cnn_flip_average")
 
 
-def with_calibrated_softmax(network: keras.Model, labels: Sequence[str], temperature: float) -> keras.Model:
-    """The product model: the network followed by a temperature-scaled softmax."""
-    head = CalibratedSoftmax(labels, temperature, name="probabilities")
+def with_calibrated_softmax(network: keras.Model, labels: Sequence[str], temperature: float,
+                            landmarks: Sequence[Sequence[float]] | None = None) -> keras.Model:
+    """The product model: the network followed by a temperature-scaled softmax (and its face geometry)."""
+    head = CalibratedSoftmax(labels, temperature, landmarks, name="probabilities")
     return keras.Model(network.inputs, head(network.outputs[0]), name="emotiontrack")
 
 

@@ -43,7 +43,7 @@ def load_models(config: AnalyzeConfig) -> Models:
     device = resolve_device(config.device)
     return Models(
         FaceDetector(config.min_face, config.min_score, device),
-        EmotionClassifier.load(config.model, config.margin, device),
+        EmotionClassifier.load(config.model, config.margin, device, config.crop),
     )
 
 

@@ -19,13 +19,14 @@ CROP_SIZE = 160
 
 
 def add_smoothed(table: pa.Table, smooth_s: float) -> pa.Table:
-    """Append smooth_<emotion> columns (per face, over time) and smooth_emotion; raw columns stay."""
+    """Insert smooth_<emotion> columns (per face, over time) and smooth_emotion after `emotion`; raw columns stay."""
     probs = np.stack([table.column(e).to_numpy() for e in EMOTIONS], axis=1) if table.num_rows else np.empty((0, 7), np.float32)
     smoothed = smooth_timeline(table.column("face_id").to_numpy(), table.column("time_s").to_numpy(), probs, smooth_s)
+    at = table.schema.get_field_index("emotion") + 1
     for i, name in enumerate(EMOTIONS):
-        table = table.append_column(pa.field(f"smooth_{name}", pa.float32()), pa.array(smoothed[:, i], pa.float32()))
+        table = table.add_column(at + i, pa.field(f"smooth_{name}", pa.float32()), pa.array(smoothed[:, i], pa.float32()))
     labels = np.asarray(EMOTIONS, dtype=object)[smoothed.argmax(axis=1)] if len(smoothed) else []
-    return table.append_column(pa.field("smooth_emotion", pa.string()), pa.array(labels, pa.string()))
+    return table.add_column(at + len(EMOTIONS), pa.field("smooth_emotion", pa.string()), pa.array(labels, pa.string()))
 
 
 def faces_table(timeline: pd.DataFrame, video: str, sample_interval_s: float) -> pd.DataFrame:

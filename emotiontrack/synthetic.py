@@ -98,14 +98,14 @@ def astronaut_face(size: int = 240, mirrored: bool = False) -> NDArray[np.uint8]
     return np.ascontiguousarray(image[:, ::-1]) if mirrored else image
 
 
-def fer_faces(split, size: int, rng: np.random.Generator, label: int | None = None) -> tuple[NDArray[np.uint8], int]:
-    """One random FER2013 face from a dataset `Split`, upscaled to `size` pixels, as RGB; and its label."""
+def fer_faces(split, size: int, rng: np.random.Generator, label: int | None = None) -> tuple[NDArray[np.uint8], int, int]:
+    """One random FER2013 face from a dataset `Split`, upscaled to `size` pixels, as RGB; its label and index."""
     import cv2
 
     picks = np.flatnonzero(split.labels == label) if label is not None else np.arange(len(split))
     index = int(rng.choice(picks))
     face = cv2.resize(split.images[index], (size, size), interpolation=cv2.INTER_CUBIC)
-    return np.repeat(face[..., None], 3, axis=2), int(split.labels[index])
+    return np.repeat(face[..., None], 3, axis=2), int(split.labels[index]), index
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class Slot:
     name: str
     size: int
     path: Callable[[float], tuple[float, float] | None]
-    faces: Sequence[tuple[NDArray[np.uint8], int]]  # one (picture, label) per `change_s` period
+    faces: Sequence[tuple[NDArray[np.uint8], int, int]]  # one (picture, label, index in the split) per period
 
 
 def fer_composite(split, duration_s: float = 20.0, change_s: float = 3.0, seed: int = 0,
@@ -144,15 +144,22 @@ def slot_label(slot: Slot, t: float, change_s: float = 3.0) -> int:
     return slot.faces[min(int(t // change_s), len(slot.faces) - 1)][1]
 
 
+def slot_index(slot: Slot, t: float, change_s: float = 3.0) -> int:
+    """Index in the split of the face the slot shows at time t."""
+    return slot.faces[min(int(t // change_s), len(slot.faces) - 1)][2]
+
+
 def score_timeline(df, truth: list[list], slots: Sequence[Slot], classes: Sequence[str], sample_fps: float,
                    fps: Fraction | int = 25, change_s: float = 3.0, switch_window_s: float = 1.5,
-                   segment_s: float = 3.0) -> dict[str, float]:
+                   segment_s: float = 3.0, clean: NDArray | None = None) -> dict[str, float]:
     """Score a timeline against a composite clip's truth.
 
     recall: share of (analysed frame, visible slot) pairs with a detection centred in the slot's picture;
     false_per_frame: detections centred in no slot, per analysed frame; id_switches: times a slot's
     face id changes between sightings at most `switch_window_s` apart; emotion_agreement: share of
-    (slot, segment_s segment) pairs whose majority predicted emotion is the true one.
+    (slot, segment_s segment) pairs whose majority predicted emotion is the true one; face_accuracy: share
+    of matched detections whose (unsmoothed) emotion is the true one; with `clean` (the model's predicted
+    class per split image), clean_accuracy: the same share for the clean 48x48 crops of those faces.
     """
     from emotiontrack.decode import FrameSampler
 
@@ -162,6 +169,7 @@ def score_timeline(df, truth: list[list], slots: Sequence[Slot], classes: Sequen
     analysed_frames = [i for i in range(len(truth)) if sampler.take(float(i / fps))]
     analysed = len(analysed_frames)
     hits = visible = false = switches = 0
+    right = clean_right = aligned = 0
     sightings: dict[str, list[tuple[float, int, str]]] = {s.name: [] for s in slots}
     rows = df.groupby("frame")
     for frame_index in analysed_frames:
@@ -176,7 +184,13 @@ def score_timeline(df, truth: list[list], slots: Sequence[Slot], classes: Sequen
                 k = int(np.flatnonzero(inside)[0])
                 matched[k] = True
                 hits += 1
-                sightings[name].append((float(frame_index / fps), int(dets.face_id.iloc[k]), str(dets.emotion.iloc[k])))
+                t = float(frame_index / fps)
+                sightings[name].append((t, int(dets.face_id.iloc[k]), str(dets.emotion.iloc[k])))
+                truth_label = slot_label(by_name[name], t, change_s)
+                right += int(str(dets.emotion.iloc[k]) == classes[truth_label])
+                aligned += int(bool(dets.aligned.iloc[k])) if "aligned" in dets else 0
+                if clean is not None:
+                    clean_right += int(clean[slot_index(by_name[name], t, change_s)] == truth_label)
         false += int((~matched).sum())
     agree = segments = 0
     for name, seen in sightings.items():
@@ -196,4 +210,7 @@ def score_timeline(df, truth: list[list], slots: Sequence[Slot], classes: Sequen
         "emotion_agreement": agree / max(segments, 1),
         "segments": segments,
         "ids": int(df.face_id.nunique()) if len(df) else 0,
+        "face_accuracy": right / max(hits, 1),
+        "clean_accuracy": clean_right / max(hits, 1) if clean is not None else float("nan"),
+        "aligned_share": aligned / max(hits, 1),
     }

@@ -26,11 +26,13 @@ from emotiontrack.errors import ModelError
 class EmotionNet(nn.Module):
     """Grayscale faces (n, 1, H, W), 0-255 floats, in; calibrated probabilities (n, len(labels)) out."""
 
-    def __init__(self, layers: Sequence[nn.Module], labels: Sequence[str], temperature: float, flip_average: bool):
+    def __init__(self, layers: Sequence[nn.Module], labels: Sequence[str], temperature: float, flip_average: bool,
+                 landmarks: list[list[float]] | None = None):
         super().__init__()
         self.body = nn.Sequential(*layers)
         self.labels = [str(label) for label in labels]
         self.temperature, self.flip_average = float(temperature), flip_average
+        self.landmarks = landmarks  # canonical landmark positions of the training faces (align.Geometry), if stored
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         if self.flip_average:  # the mean of the logits of each face and its mirror image, in one batch
@@ -89,7 +91,7 @@ def _read_weights(data: bytes) -> dict[str, list[np.ndarray]]:
 
 def _build(path: Path, layers: list[dict], weights: dict[str, list[np.ndarray]]) -> EmotionNet:
     modules: list[nn.Module] = []
-    flip_average, labels, temperature = False, None, 1.0
+    flip_average, labels, temperature, landmarks = False, None, 1.0, None
     for layer in layers:
         kind, cfg = layer["class_name"], layer["config"]
         params = weights.get(cfg["name"], [])
@@ -113,11 +115,12 @@ def _build(path: Path, layers: list[dict], weights: dict[str, list[np.ndarray]])
             modules.append(_FlattenChannelsLast())
         elif kind == "CalibratedSoftmax":
             labels, temperature = cfg["labels"], float(params[0]) if params else float(cfg["temperature"])
+            landmarks = cfg.get("landmarks")
         else:
             raise ModelError(f"cannot load model {path}: layer {cfg['name']} ({kind}) is not one emotiontrack builds")
     if labels is None:
         raise ModelError(f"{path} is not an emotiontrack model (no CalibratedSoftmax head)")
-    return EmotionNet(modules, labels, temperature, flip_average).eval()
+    return EmotionNet(modules, labels, temperature, flip_average, landmarks).eval()
 
 
 def _conv(path: Path, cfg: dict, params: list[np.ndarray]) -> list[nn.Module]:

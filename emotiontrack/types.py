@@ -76,7 +76,8 @@ class Faces:
 
     xyxy (n, 4) float32 pixels of the source frame, clipped to it; score (n,) float32 detector
     probability; landmarks (n, 5, 2) float32 eyes, nose, mouth corners; track_id (n,) int64, -1 before
-    tracking; probs (n, len(EMOTIONS)) float32 in EMOTIONS order, NaN before classification.
+    tracking; probs (n, len(EMOTIONS)) float32 in EMOTIONS order, NaN before classification; aligned (n,)
+    bool, whether the classified crop was aligned on the landmarks (False: the box's square, or unclassified).
     """
 
     frame_index: int
@@ -86,6 +87,7 @@ class Faces:
     landmarks: NDArray[np.float32]
     track_id: NDArray[np.int64]
     probs: NDArray[np.float32]
+    aligned: NDArray[np.bool_]
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
@@ -94,6 +96,7 @@ class Faces:
         _check("landmarks", self.landmarks, (n, 5, 2))
         _check("track_id", self.track_id, (n,))
         _check("probs", self.probs, (n, len(EMOTIONS)))
+        _check("aligned", self.aligned, (n,))
 
     @classmethod
     def from_boxes(
@@ -115,6 +118,7 @@ class Faces:
             else np.asarray(landmarks, np.float32).reshape(n, 5, 2),
             track_id=np.full(n, -1, np.int64),
             probs=np.full((n, len(EMOTIONS)), np.nan, np.float32),
+            aligned=np.zeros(n, np.bool_),
         )
 
     @classmethod
@@ -132,6 +136,7 @@ class Faces:
             landmarks=np.concatenate([p.landmarks for p in parts]),
             track_id=np.concatenate([p.track_id for p in parts]),
             probs=np.concatenate([p.probs for p in parts]),
+            aligned=np.concatenate([p.aligned for p in parts]),
         )
 
     def __len__(self) -> int:
@@ -148,6 +153,7 @@ class Faces:
             landmarks=self.landmarks[index],
             track_id=self.track_id[index],
             probs=self.probs[index],
+            aligned=self.aligned[index],
         )
 
     @property

@@ -32,8 +32,12 @@ TIMELINE_SCHEMA = pa.schema(
         ("det_score", pa.float32()),
         *[(name, pa.float32()) for name in EMOTIONS],
         ("emotion", pa.string()),
+        ("aligned", pa.bool_()),  # summary.add_smoothed puts its columns before this one
     ]
 )
+SMOOTHED_COLUMNS = (*(f"smooth_{name}" for name in EMOTIONS), "smooth_emotion")
+# A published timeline's columns, in order: the raw ones, the smoothed ones (summary.add_smoothed), `aligned`.
+TIMELINE_COLUMNS = (*TIMELINE_SCHEMA.names[:-1], *SMOOTHED_COLUMNS, "aligned")
 
 
 def to_table(video: str, faces_per_frame: Sequence[Faces], metadata: dict[str, object] | None = None) -> pa.Table:
@@ -51,6 +55,7 @@ def to_table(video: str, faces_per_frame: Sequence[Faces], metadata: dict[str, o
         "det_score": np.concatenate([f.score for f in faces]) if faces else np.empty(0, np.float32),
         **{name: probs[:, i] for i, name in enumerate(EMOTIONS)},
         "emotion": pa.array(np.asarray(EMOTIONS, dtype=object)[probs.argmax(axis=1)] if n else [], pa.string()),
+        "aligned": np.concatenate([f.aligned for f in faces]) if faces else np.empty(0, np.bool_),
     }
     table = pa.table({name: columns[name] for name in TIMELINE_SCHEMA.names}, schema=TIMELINE_SCHEMA)
     return with_metadata(table, metadata or {})

@@ -4,6 +4,7 @@ import pytest
 from emotiontrack.classify import EmotionClassifier, crop_face
 from emotiontrack.errors import ModelError
 from emotiontrack.model import build_network, with_calibrated_softmax
+from emotiontrack.network import ARCHITECTURES
 from emotiontrack.types import EMOTIONS, Faces
 
 
@@ -66,30 +67,30 @@ def test_torch_runtime_computes_what_keras_computes(tiny_model, tmp_path):
     crops = rng.integers(0, 255, (9, 48, 48), dtype=np.uint8)
     trained = load_model(tiny_model)
     np.testing.assert_allclose(EmotionClassifier.load(tiny_model).predict(crops), _keras_probs(trained, crops), atol=1e-5)
-    single = with_calibrated_softmax(build_network(7), list(EMOTIONS), 0.7)
+    single = with_calibrated_softmax(build_network(7, ARCHITECTURES["vgg-s"]), list(EMOTIONS), 0.7)
     _randomise_batch_norm_statistics(single, rng)
-    classifier = EmotionClassifier.load(_saved(single, tmp_path / "single.keras"))
+    classifier = EmotionClassifier.load(_saved(single, tmp_path / "single.keras"), crop="box")
     assert not classifier.net.flip_average and classifier.net.temperature == pytest.approx(0.7)
     np.testing.assert_allclose(classifier.predict(crops), _keras_probs(single, crops), atol=1e-5)
 
 
 def test_model_outputs_are_mapped_to_emotion_columns_by_name(tmp_path):
     labels = list(reversed(EMOTIONS))
-    model = with_calibrated_softmax(build_network(7), labels, 1.0)
-    classifier = EmotionClassifier.load(_saved(model, tmp_path / "reversed.keras"))
+    model = with_calibrated_softmax(build_network(7, ARCHITECTURES["vgg-s"]), labels, 1.0)
+    classifier = EmotionClassifier.load(_saved(model, tmp_path / "reversed.keras"), crop="box")
     crops = np.random.default_rng(1).integers(0, 255, (3, 48, 48), dtype=np.uint8)
     np.testing.assert_allclose(classifier.predict(crops), _keras_probs(model, crops)[:, ::-1], atol=1e-6)
 
 
 def test_model_with_other_classes_is_refused(tmp_path):
-    model = with_calibrated_softmax(build_network(3), ["cat", "dog", "cow"], 1.0)
+    model = with_calibrated_softmax(build_network(3, ARCHITECTURES["vgg-s"]), ["cat", "dog", "cow"], 1.0)
     with pytest.raises(ModelError, match="not the seven emotions"):
         EmotionClassifier.load(_saved(model, tmp_path / "pets.keras"))
 
 
 def test_model_without_our_head_is_refused(tmp_path):
     with pytest.raises(ModelError, match="not an emotiontrack model"):
-        EmotionClassifier.load(_saved(build_network(7), tmp_path / "logits.keras"))
+        EmotionClassifier.load(_saved(build_network(7, ARCHITECTURES["vgg-s"]), tmp_path / "logits.keras"))
 
 
 def test_missing_model_file_is_a_model_error(tmp_path):
@@ -98,3 +99,10 @@ def test_missing_model_file_is_a_model_error(tmp_path):
     (tmp_path / "bad.keras").write_bytes(b"garbage")
     with pytest.raises(ModelError, match="cannot load"):
         EmotionClassifier.load(tmp_path / "bad.keras")
+
+
+def test_aligned_crops_need_a_model_that_stores_its_face_geometry(tmp_path):
+    path = _saved(with_calibrated_softmax(build_network(7, ARCHITECTURES["vgg-s"]), list(EMOTIONS), 1.0), tmp_path / "old.keras")
+    with pytest.raises(ModelError, match="use --crop box"):
+        EmotionClassifier.load(path)
+    assert EmotionClassifier.load(path, crop="box").geometry is None

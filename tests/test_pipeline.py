@@ -7,12 +7,13 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import emotiontrack
 from emotiontrack.types import EMOTIONS
-from emotiontrack.write import TIMELINE_SCHEMA, read_metadata
+from emotiontrack.write import TIMELINE_COLUMNS, TIMELINE_SCHEMA, read_metadata
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -25,7 +26,8 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 def test_api_finds_and_tracks_both_faces(two_face_clip, models, tiny_model, detect_every_s):
     path, truth = two_face_clip
     df = emotiontrack.analyze(path, models=models, model=tiny_model, fps=5, detect_every_s=detect_every_s)
-    assert list(df.columns[: len(TIMELINE_SCHEMA)]) == TIMELINE_SCHEMA.names
+    assert tuple(df.columns) == TIMELINE_COLUMNS
+    assert df.aligned.mean() > 0.9  # the astronaut's landmarks are plausible
     assert df.frame.nunique() == 20  # 4 s at 5 fps
     assert df.time_s.max() < 4.0
     per_frame = df.groupby("frame").size()
@@ -71,11 +73,14 @@ def test_cli_writes_timelines_and_reports_bad_inputs(two_face_clip, tiny_model, 
     timeline = out / path.stem / "timeline.parquet"
     table = pq.read_table(timeline)
     schema = table.schema.remove_metadata()
-    assert [schema.field(i) for i in range(len(TIMELINE_SCHEMA))] == list(TIMELINE_SCHEMA)  # exact names and types
-    assert schema.names[len(TIMELINE_SCHEMA):] == [f"smooth_{e}" for e in EMOTIONS] + ["smooth_emotion"]
+    assert tuple(schema.names) == TIMELINE_COLUMNS
+    for field in TIMELINE_SCHEMA:  # exact types
+        assert schema.field(field.name) == field
+    assert schema.field("smooth_emotion").type == pa.string() and schema.field("smooth_happy").type == pa.float32()
     meta = read_metadata(timeline)
     assert json.loads(meta["analysed_frames"]) == 8 and meta["source_fps"] == "25"  # 4 s at 2 fps
     assert len(meta["model_sha256"]) == 64 and json.loads(meta["settings"])["fps"] == 2.0
+    assert json.loads(meta["settings"])["crop"] == "aligned"
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [path.stem]  # nothing written for failed inputs
 
 

@@ -66,13 +66,22 @@ def test_resume_continues_where_the_run_stopped(tiny_dataset, tmp_path):
         train(config, on_epoch=stop_after_first_epoch)
     state = json.loads((checkpoint_dir(config.output) / "state.json").read_text())
     assert state["epochs_done"] == 1 and not config.output.exists()
+    import torch
+
+    after_one = torch.load(checkpoint_dir(config.output) / "last.pt", weights_only=False)
     summary = train(config, resume=True)
     assert [h["epoch"] for h in summary["history"]] == [1, 2]
     assert config.output.exists()
-    from emotiontrack._keras import keras
-
-    network = keras.saving.load_model(checkpoint_dir(config.output) / "last.keras")
-    assert int(network.optimizer.iterations) == 2 * 3  # 42 images / 16 per step, two epochs
+    state = torch.load(checkpoint_dir(config.output) / "last.pt", weights_only=False)
+    momentum = [value["momentum_buffer"] for value in state["optimizer"]["state"].values()]
+    assert state["epochs_done"] == 2 and momentum and all(m is not None for m in momentum)
+    # The resumed run reproduces an uninterrupted one exactly (same batches, same dropout draws).
+    straight = TrainConfig(data=tiny_dataset, output=tmp_path / "straight.keras", epochs=2, batch_size=16)
+    train(straight)
+    uninterrupted = torch.load(checkpoint_dir(straight.output) / "last.pt", weights_only=False)
+    for name, value in state["model"].items():
+        torch.testing.assert_close(value, uninterrupted["model"][name], msg=name)
+    assert not torch.equal(after_one["model"]["head.5.weight"], state["model"]["head.5.weight"])
 
 
 def test_cli_resume_without_checkpoint_is_one_line(tmp_path):
@@ -134,16 +143,31 @@ def test_train_reads_the_fer2013_zip_directly(tmp_path):
 
 
 def test_init_starts_from_an_earlier_checkpoint(tiny_model, tiny_dataset, tmp_path):
-    from emotiontrack._keras import keras
+    import torch
+
     from emotiontrack.train import TrainConfig, checkpoint_dir, train
 
-    checkpoint = checkpoint_dir(tiny_model) / "last.keras"
-    before = [w.numpy() for w in keras.saving.load_model(checkpoint).trainable_weights]
+    checkpoint = checkpoint_dir(tiny_model) / "last.pt"
+    before = torch.load(checkpoint, weights_only=False)["model"]
     summary = train(TrainConfig(data=tiny_dataset, output=tmp_path / "ft.keras", epochs=1, batch_size=16, init=checkpoint,
                                 learning_rate=1e-6))
-    after = [w.numpy() for w in keras.saving.load_model(checkpoint_dir(tmp_path / "ft.keras") / "last.keras").trainable_weights]
+    after = torch.load(checkpoint_dir(tmp_path / "ft.keras") / "last.pt", weights_only=False)["model"]
     assert summary["history"][0]["epoch"] == 1
     # A tiny learning rate moves the weights only a little: training continued from them, not from scratch.
-    assert max(np.abs(a - b).max() for a, b in zip(before, after)) < 0.01
+    assert max(float((before[k].float() - after[k].float()).abs().max()) for k in before if "weight" in k) < 0.01
     done = cli("train", tiny_dataset, "-o", tmp_path / "x.keras", "--init", tiny_model)
     assert done.returncode == 1 and "not a training checkpoint" in done.stderr
+
+
+def test_evaluate_tta_averages_ten_views(tiny_model, tiny_dataset):
+    from emotiontrack.evaluate import shifted
+
+    images = np.arange(2 * 5 * 6, dtype=np.uint8).reshape(2, 5, 6)
+    moved = shifted(images, 2, 1)
+    np.testing.assert_array_equal(moved[:, 1:, 2:], images[:, :-1, :-2])  # content moved right 2, down 1
+    plain = json.loads(cli("evaluate", tiny_dataset / "validation", "--model", tiny_model, "--json").stdout)
+    done = cli("evaluate", tiny_dataset / "validation", "--model", tiny_model, "--json", "--tta")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["tta_views"] == 10 and plain["tta_views"] == 2 and report["n"] == plain["n"] == 21
+    assert report["nll"] != plain["nll"]  # other views, other probabilities

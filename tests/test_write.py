@@ -13,7 +13,7 @@ def classified(frame: int, t: float, n: int, seed: int = 0) -> Faces:
     faces = Faces.from_boxes(frame, t, rng.uniform(0, 100, (n, 4)), rng.uniform(0.9, 1, n))
     probs = rng.dirichlet(np.ones(len(EMOTIONS)), n).astype(np.float32)
     return Faces(faces.frame_index, faces.time_s, faces.xyxy, faces.score, faces.landmarks,
-                 np.arange(n, dtype=np.int64), probs)
+                 np.arange(n, dtype=np.int64), probs, np.arange(n) % 2 == 0)
 
 
 def test_table_has_exactly_the_timeline_columns_and_one_row_per_face():
