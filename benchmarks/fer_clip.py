@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from reporting import write_report
+
 ROOT = Path(__file__).resolve().parents[1]
 FER_ZIP = ROOT.parent / "shared" / "datasets" / "fer2013.zip"
 
@@ -33,11 +35,13 @@ def main() -> None:
     if not FER_ZIP.is_file():
         sys.exit(f"needs {FER_ZIP}")
 
+    from scoring import score_timeline
+
     import emotiontrack
     from emotiontrack.config import AnalyzeConfig
-    from emotiontrack.dataset import load_train_val
+    from emotiontrack.model.dataset import load_train_val
     from emotiontrack.pipeline import load_models
-    from emotiontrack.synthetic import fer_composite, score_timeline, write_clip
+    from emotiontrack.synthetic import fer_composite, write_clip
 
     settings = {**({"model": args.model} if args.model else {}),
                 **({"detect_every_s": args.detect_every} if args.detect_every is not None else {}),
@@ -54,14 +58,14 @@ def main() -> None:
             truth = write_clip(clip, sprites, size=(1280, 720), fps=25, duration_s=args.seconds)
             started = time.perf_counter()
             df = emotiontrack.analyze(clip, models=models, **settings)
-            score = score_timeline(df, truth, slots, validation.classes, sample_fps=config.fps, clean=clean)
+            score = score_timeline(df, truth, slots, validation.classes, sample_fps=config.sample_fps, clean=clean)
             rows.append({"seed": seed, "analyse_s": time.perf_counter() - started, **score})
             print(json.dumps(rows[-1]), flush=True)
     command = "python benchmarks/fer_clip.py " + " ".join(sys.argv[1:])
     lines = ["# Accuracy on FER2013 composite clips", "", f"Command: `{command.strip()}`", "",
              f"{args.seconds:.0f} s, 1280x720, 25 fps, four slots of FER2013 validation faces (upscaled to 180-220 px,",
              "changing every 3 s; one slot hidden for 1 s, one entering at 30%); default settings",
-             f"(fps {config.fps}, min-face {config.min_face}, detect-every {config.detect_every_s}, crop {config.crop}, margin {config.margin}); model `{models.classifier.model_sha256[:12]}`.", "",
+             f"(fps {config.sample_fps}, min-face {config.min_face}, detect-every {config.detect_every_s}, crop {config.crop}, margin {config.margin}); model `{models.classifier.model_sha256[:12]}`.", "",
              "| seed | recall | false faces / frame | id switches | ids | emotion agreement (3-s majority) | segments "
              "| detected faces right | clean crops right | aligned |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -73,10 +77,7 @@ def main() -> None:
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
     lines.append(f"| mean | {mean['recall']:.3f} | {mean['false_per_frame']:.3f} | {mean['id_switches']:.1f} | | "
                  f"{mean['emotion_agreement']:.3f} | | {mean['face_accuracy']:.3f} | {mean['clean_accuracy']:.3f} | |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=2))
-    print(args.out.read_text())
+    write_report(args.out, lines, {"command": command, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from emotiontrack.dataset import load_train_val
-from emotiontrack.train import GEOMETRY_SAMPLE, training_geometry
+from emotiontrack.model.calibrate import GEOMETRY_SAMPLE, training_geometry
+from emotiontrack.model.dataset import load_train_val
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ def time_drawing() -> None:
     import cv2
     import numpy as np
 
-    from emotiontrack.annotate import FaceAnnotator, FaceBox
+    from emotiontrack.outputs.draw import FaceAnnotator, FaceBox
 
     rng = np.random.default_rng(5)
     rgb = cv2.GaussianBlur(rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8), (15, 15), 5)
@@ -49,7 +49,7 @@ def time_charts(result: Path) -> None:
 
     import pandas as pd
 
-    from emotiontrack.charts import plot_shares, plot_timelines
+    from emotiontrack.outputs.charts import plot_shares, plot_timelines
 
     timeline, faces = pd.read_parquet(result / "timeline.parquet"), pd.read_parquet(result / "faces.parquet")
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,7 +94,7 @@ def step(name):
     steps.append(f"{name} {now - last:.2f}")
     last = now
 import torch; step("torch")
-import emotiontrack.detect; step("detect (facenet-pytorch, torchvision)")
+import emotiontrack.stages.detect; step("detect (facenet-pytorch, torchvision)")
 import emotiontrack.pipeline; step("pipeline (scipy.optimize, pandas, pyarrow)")
 import emotiontrack.batch; step("batch (matplotlib)")
 from emotiontrack.config import AnalyzeConfig

@@ -36,7 +36,7 @@ def build_clip(path: Path, kind: str, duration_s: float) -> Path:
         return path
     if kind == "720p25-4faces":
         if FER_ZIP.is_file():
-            from emotiontrack.dataset import load_train_val
+            from emotiontrack.model.dataset import load_train_val
 
             sprites, _ = fer_composite(load_train_val(FER_ZIP)[1], duration_s=duration_s, seed=7)
         else:
@@ -55,7 +55,7 @@ def build_clip(path: Path, kind: str, duration_s: float) -> Path:
 
 def loop_clip(path: Path, source: Path, times: int) -> Path:
     """`source` played `times` times over, without re-encoding (its faces and audio repeat)."""
-    from emotiontrack._ffmpeg import ffmpeg_path
+    from emotiontrack.media.tools import ffmpeg_path
 
     if not path.exists():
         subprocess.run([ffmpeg_path(), "-v", "error", "-y", "-stream_loop", str(times - 1), "-i", str(source),
@@ -77,7 +77,8 @@ def measure(args: list[str]) -> dict:
 
 DECODE_ONLY = """
 import sys, time
-from emotiontrack.decode import VideoReader, probe
+from emotiontrack.media.decode import VideoReader
+from emotiontrack.media.probe import probe
 started = time.perf_counter()
 with VideoReader(probe(sys.argv[1])) as reader:
     n = sum(1 for _ in reader)
@@ -115,7 +116,7 @@ def render_markdown(rows: list[dict], command: str, machine: str) -> str:
 
     defaults = AnalyzeConfig()
     lines = ["# Benchmarks", "", f"Command: `{command}`", "", f"Machine: {machine}", "",
-             f"Default settings (`--fps {defaults.fps:g}`, `--min-face {defaults.min_face:g}`, `--detect-every {defaults.detect_every_s:g}`). "
+             f"Default settings (`--fps {defaults.sample_fps:g}`, `--min-face {defaults.min_face:g}`, `--detect-every {defaults.detect_every_s:g}`). "
              "RTF = seconds of video per wall second (higher is faster);",
              "wall is the whole `emotiontrack analyze` command (start-up and model loading included); the decode floor",
              "is every frame decoded by the same reader (I420, as the annotated video takes them) and dropped. Stage seconds are inside the pipeline",

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from reporting import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 FER_ZIP = ROOT.parent / "shared" / "datasets" / "fer2013.zip"
@@ -102,7 +103,7 @@ def render_face(face48: np.ndarray, r: Rendering, rng: np.random.Generator, phot
 
 
 def write_video(path: Path, frames: list[np.ndarray], crf: int, fps: int = 5) -> None:
-    from emotiontrack._ffmpeg import ffmpeg_path
+    from emotiontrack.media.tools import ffmpeg_path
 
     width, height = FRAME
     args = [ffmpeg_path(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
@@ -134,14 +135,14 @@ def main() -> None:
         sys.exit(f"needs {FER_ZIP}")
 
     import emotiontrack
-    from emotiontrack.classify import EmotionClassifier
     from emotiontrack.config import AnalyzeConfig
-    from emotiontrack.dataset import load_split
+    from emotiontrack.model.dataset import load_split
     from emotiontrack.pipeline import Models, load_models
+    from emotiontrack.stages.classify import EmotionClassifier
     from emotiontrack.types import EMOTIONS
 
     base = AnalyzeConfig(**({"model": args.model} if args.model else {}))
-    settings = dict(fps=0, detect_every_s=0, smooth_s=0, video=False, model=base.model)
+    settings = dict(sample_fps=0, detect_every_s=0, smooth_s=0, video=False, model=base.model)
     aligned = load_models(AnalyzeConfig(**settings, crop="aligned"))
     boxed = Models(aligned.detector, EmotionClassifier(aligned.classifier.net, crop="box",
                                                        model_sha256=aligned.classifier.model_sha256))
@@ -185,10 +186,7 @@ def main() -> None:
         "aligned_agree": ("aligned", "agreement"), "box": ("box", "video_accuracy"), "box_agree": ("box", "agreement")}.items()}
     lines.append(f"| mean | | {mean['clean']:.3f} | {mean['aligned']:.3f} | {mean['aligned_agree']:.3f} | | "
                  f"{mean['box']:.3f} | {mean['box_agree']:.3f} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "faces": len(faces), "rows": rows}, indent=2))
-    print(args.out.read_text())
+    write_report(args.out, lines, {"command": command, "faces": len(faces), "rows": rows})
 
 
 if __name__ == "__main__":

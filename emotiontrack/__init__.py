@@ -10,14 +10,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from emotiontrack.types import EMOTIONS, Faces, Frame, VideoInfo  # noqa: E402
+from emotiontrack.runtime import quiet_openmp
+from emotiontrack.types import EMOTIONS, Faces, Frame, VideoInfo
+
+quiet_openmp()  # before anything imports torch (see runtime.py)
 
 
 def analyze(path, models=None, **settings):
     """Analyse one video or image folder; return its timeline as a pandas DataFrame.
 
-    `settings` are the fields of `emotiontrack.config.AnalyzeConfig` (fps, min_face, min_score,
-    max_gap_s, margin, device, model). Pass `models=emotiontrack.pipeline.load_models(config)` to
+    `settings` are the fields of `emotiontrack.config.AnalyzeConfig` (sample_fps, min_face, min_score,
+    detect_every_s, max_gap_s, crop, margin, smooth_s, device, threads, model). Pass `models=emotiontrack.pipeline.load_models(config)` to
     reuse loaded models across calls. The run's metadata is in `df.attrs["emotiontrack"]`.
     """
     from emotiontrack.pipeline import analyze as _analyze

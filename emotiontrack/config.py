@@ -26,7 +26,7 @@ class AnalyzeConfig:
 
     # Frames analysed per second of video (0 = every frame). Expressions last 0.5-4 s: two looks a second,
     # smoothed over a second, resolve them, and detection dominates the cost of a run (see reports/).
-    fps: float = 2.0
+    sample_fps: float = 2.0
     min_face: float = 80.0  # smallest face to find, in source pixels (sets the detector's resolution)
     min_score: float = 0.7  # MTCNN probability below which a detection is dropped
     # Whole-frame detection at least this often (seconds; 0 = every analysed frame), to find new faces. In
@@ -46,17 +46,19 @@ class AnalyzeConfig:
     smooth_s: float = 1.0  # temporal smoothing window per face, seconds (0 = none)
     video: bool = True  # write the annotated video (annotated stills for image folders)
     device: str = "auto"  # auto | cpu | cuda
+    threads: int = 1  # CPU threads for MTCNN and the CNN (ffmpeg decodes and encodes in its own processes)
     model: Path = dataclasses.field(default_factory=default_model_path)
 
     def sample_interval_s(self, source_fps: float) -> float:
         """Seconds between analysed frames (NaN for stills)."""
-        if self.fps > 0:
-            return 1.0 / self.fps if not source_fps or self.fps < source_fps else 1.0 / source_fps
+        if self.sample_fps > 0:
+            return 1.0 / self.sample_fps if not source_fps or self.sample_fps < source_fps else 1.0 / source_fps
         return 1.0 / source_fps if source_fps else float("nan")
 
     def settings(self) -> dict[str, object]:
-        """JSON-friendly settings (device is left out: it does not change results)."""
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items() if k != "device"}
+        """JSON-friendly settings that change results (device and threads do not: they are left out)."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()
+                if k not in ("device", "threads")}
 
 
 def usable_cores() -> int:

@@ -6,6 +6,9 @@ classify -> Faces (probs set).  Each stage returns a new record (`dataclasses.re
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -166,4 +169,37 @@ class Faces:
 
     @property
     def center(self) -> NDArray[np.float32]:
-        return (self.xyxy[:, :2] + self.xyxy[:, 2:]) / 2
+        return ((self.xyxy[:, :2] + self.xyxy[:, 2:]) / 2).astype(np.float32)
+
+
+class StageTimes(dict):
+    """Wall seconds spent per pipeline stage (decode counts only the time spent waiting for frames)."""
+
+    @contextmanager
+    def measure(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[stage] = self.get(stage, 0.0) + time.perf_counter() - started
+
+
+@dataclass
+class VideoResult:
+    """What the analysis of one input found: the faces of each analysed frame, in order, and run facts."""
+
+    info: VideoInfo
+    faces: list[Faces] = field(default_factory=list)  # one entry per analysed frame, in order
+    frames_decoded: int = 0
+    decode_errors: int = 0
+    wall_s: float = 0.0
+    times: StageTimes = field(default_factory=StageTimes)
+
+    @property
+    def frames_analysed(self) -> int:
+        return len(self.faces)
+
+    @property
+    def face_count(self) -> int:
+        """Distinct face ids."""
+        return len({int(i) for f in self.faces for i in f.track_id})

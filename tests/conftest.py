@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -15,6 +16,7 @@ from emotiontrack.types import EMOTIONS
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # scoring code the benchmarks share
 FER_ZIP = SHARED / "datasets" / "fer2013.zip"
 
 
@@ -55,7 +57,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
     """A real model file, trained for one epoch on the generated dataset (seconds, not hours)."""
-    from emotiontrack.train import TrainConfig, train
+    from emotiontrack.model.train import TrainConfig, train
 
     output = tmp_path_factory.mktemp("model") / "tiny.keras"
     train(TrainConfig(data=tiny_dataset, output=output, epochs=1, batch_size=16))
@@ -72,7 +74,7 @@ def models(tiny_model):
 
 @pytest.fixture(scope="session")
 def ffmpeg() -> str:
-    from emotiontrack._ffmpeg import ffmpeg_path
+    from emotiontrack.media.tools import ffmpeg_path
 
     return ffmpeg_path()
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from emotiontrack.align import FER2013_GEOMETRY, Geometry, aligned_crop, mirror, similarity, warp_face
+from emotiontrack.stages.align import FER2013_GEOMETRY, Geometry, aligned_crop, mirror, similarity, warp_face
 from emotiontrack.types import Faces
 
 
@@ -41,7 +41,7 @@ def test_known_landmarks_land_on_the_canonical_points(angle, scale):
 def test_a_tilted_face_gives_the_upright_faces_crop(models):
     """scikit-image's astronaut, upright and turned by 15 degrees: the aligned crops agree, the box crops do not."""
     skimage_data = pytest.importorskip("skimage.data")
-    from emotiontrack.classify import crop_face
+    from emotiontrack.stages.classify import crop_face
     from emotiontrack.types import Frame
 
     upright = np.ascontiguousarray(skimage_data.astronaut())
@@ -76,7 +76,7 @@ def test_implausible_landmarks_are_refused(landmarks):
 
 
 def test_classifier_falls_back_to_the_box_crop_and_says_so(models):
-    from emotiontrack.classify import crop_face
+    from emotiontrack.stages.classify import crop_face
 
     rgb = np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)
     box = np.array([[100, 40, 180, 130], [20, 20, 90, 100]], np.float32)

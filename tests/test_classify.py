@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from emotiontrack.classify import EmotionClassifier, crop_face
 from emotiontrack.errors import ModelError
-from emotiontrack.model import build_network, with_calibrated_softmax
-from emotiontrack.network import ARCHITECTURES
+from emotiontrack.model.keras_model import build_network, with_calibrated_softmax
+from emotiontrack.model.network import ARCHITECTURES
+from emotiontrack.stages.classify import EmotionClassifier, crop_face
 from emotiontrack.types import EMOTIONS, Faces
 
 
@@ -61,7 +61,7 @@ def _randomise_batch_norm_statistics(model, rng):
 def test_torch_runtime_computes_what_keras_computes(tiny_model, tmp_path):
     """analyze classifies with torch modules rebuilt from the .keras file: same probabilities as Keras,
     for the trained flip-averaging model and for a single-pass one with non-trivial BatchNorm statistics."""
-    from emotiontrack.model import load_model
+    from emotiontrack.model.keras_model import load_model
 
     rng = np.random.default_rng(3)
     crops = rng.integers(0, 255, (9, 48, 48), dtype=np.uint8)

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emotiontrack.decode import FrameSampler, VideoReader, image_frames, probe
 from emotiontrack.errors import InputError
+from emotiontrack.media.decode import VideoReader
+from emotiontrack.media.frames import FrameSampler
+from emotiontrack.media.probe import probe
+from emotiontrack.media.stills import image_frames
 
 
 def lavfi(ffmpeg: str, path: Path, source: str, *args: str) -> Path:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from emotiontrack.detect import FaceDetector
+from emotiontrack.stages.detect import FaceDetector
 from emotiontrack.types import Frame
 
 # Where the astronaut's face is in data.astronaut() (512x512), by eye: x 170-260, y 50-160.
@@ -88,7 +88,7 @@ def test_follow_refines_a_known_face_and_finds_none_where_there_is_none(detector
 
 def test_importing_the_detector_leaves_torch_dynamo_for_code_that_uses_it():
     # torchvision's roi_align would import torch._dynamo (~1.5 s of start-up); its one function still works.
-    script = ("import sys, emotiontrack.detect; print('torch._dynamo' in sys.modules);"
+    script = ("import sys, emotiontrack.stages.detect; print('torch._dynamo' in sys.modules);"
               "r = sys.modules['torchvision.ops.roi_align']; print(r.is_compile_supported('cpu'));"
               "import torch._dynamo.utils as u; print(u.is_compile_supported('cpu'))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
@@ -97,8 +97,8 @@ def test_importing_the_detector_leaves_torch_dynamo_for_code_that_uses_it():
 
 
 def test_the_torch_dynamo_stand_in_hands_out_the_real_module_for_anything_else():
-    script = ("import sys; from emotiontrack.detect import _torch_dynamo_deferred\n"
-              "with _torch_dynamo_deferred():\n"
+    script = ("import sys; from emotiontrack.stages.facenet import torch_dynamo_deferred\n"
+              "with torch_dynamo_deferred():\n"
               "    from torch._dynamo.utils import counters\n"
               "import torch._dynamo.utils as real\n"
               "print(counters is real.counters, real.__file__ is not None)")

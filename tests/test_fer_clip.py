@@ -8,10 +8,10 @@ so its emotion floor sits well below the model's expected agreement to stay clea
 
 
 import pytest
-
 from conftest import FER_ZIP, needs_fer
+
 from emotiontrack.config import AnalyzeConfig, default_model_path
-from emotiontrack.dataset import load_train_val
+from emotiontrack.model.dataset import load_train_val
 
 pytestmark = needs_fer()
 
@@ -28,9 +28,10 @@ def fer_clip(tmp_path_factory):
 
 
 def test_fer_composite_detection_tracking_and_emotions(fer_clip, models):
+    from scoring import score_timeline  # benchmarks/scoring.py
+
     import emotiontrack
     from emotiontrack.pipeline import load_models
-    from emotiontrack.synthetic import score_timeline
 
     path, truth, slots, classes = fer_clip
     shipped = default_model_path()

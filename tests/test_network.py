@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from emotiontrack.network import ARCHITECTURES, Architecture, TrainingNet
+from emotiontrack.model.network import ARCHITECTURES, Architecture, TrainingNet
 from emotiontrack.types import EMOTIONS
 
 SMALL = Architecture(blocks=((8, 1), (16, 2)), dense=16)
@@ -26,9 +26,9 @@ def _trained_looking(architecture: Architecture, seed: int = 0) -> TrainingNet:
 
 @pytest.mark.parametrize("flip_average", [True, False])
 def test_weights_written_into_keras_give_the_torch_networks_probabilities(tmp_path, flip_average):
-    from emotiontrack.model import keras_network, load_model, with_calibrated_softmax, with_flip_average
-    from emotiontrack.torchnet import load_network
-    from emotiontrack.train import predict_logits
+    from emotiontrack.model.keras_model import keras_network, load_model, with_calibrated_softmax, with_flip_average
+    from emotiontrack.model.network import predict_logits
+    from emotiontrack.model.torchnet import load_network
 
     net = _trained_looking(SMALL)
     network = keras_network(net)
@@ -47,7 +47,7 @@ def test_weights_written_into_keras_give_the_torch_networks_probabilities(tmp_pa
 
 
 def test_every_named_architecture_builds_in_both_frameworks():
-    from emotiontrack.model import build_network
+    from emotiontrack.model.keras_model import build_network
 
     for name, architecture in ARCHITECTURES.items():
         net = TrainingNet(architecture, 7)

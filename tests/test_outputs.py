@@ -10,19 +10,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emotiontrack.smooth import smooth_track
+from emotiontrack.outputs.smooth import smooth_track
 from emotiontrack.types import EMOTIONS
 
 
 def ffprobe(path) -> dict:
-    from emotiontrack._ffmpeg import ffprobe_path
+    from emotiontrack.media.tools import ffprobe_path
 
     args = [ffprobe_path(), "-v", "error", "-count_frames", "-show_streams", "-show_format", "-of", "json", str(path)]
     return json.loads(subprocess.run(args, capture_output=True, check=True).stdout)
 
 
 def read_frame(path, index: int, size) -> np.ndarray:
-    from emotiontrack._ffmpeg import ffmpeg_path
+    from emotiontrack.media.tools import ffmpeg_path
 
     raw = subprocess.run([ffmpeg_path(), "-v", "error", "-i", str(path), "-vf", f"select=eq(n\\,{index})", "-frames:v", "1",
                           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
@@ -107,7 +107,7 @@ def test_smoothed_columns_follow_the_raw_ones(run):
     smooth = timeline[[f"smooth_{e}" for e in EMOTIONS]].to_numpy()
     np.testing.assert_allclose(smooth.sum(axis=1), 1, atol=1e-5)
     assert (timeline.smooth_emotion == np.asarray(EMOTIONS)[smooth.argmax(axis=1)]).all()
-    for face_id, rows in timeline.groupby("face_id"):
+    for _, rows in timeline.groupby("face_id"):
         expected = smooth_track(rows.time_s.to_numpy(), rows[list(EMOTIONS)].to_numpy(), 1.0)
         np.testing.assert_allclose(rows[[f"smooth_{e}" for e in EMOTIONS]].to_numpy(), expected, atol=1e-5)
 
@@ -116,7 +116,7 @@ def test_drawing_on_i420_planes_matches_drawing_on_rgb():
     """The annotated video draws straight on the decoder's I420 planes: its luma must be the RGB drawing's
     (within rounding) and its chroma the same but along antialiased edges, faces at the frame's edges and
     overlapping ones included."""
-    from emotiontrack.annotate import FaceAnnotator, FaceBox
+    from emotiontrack.outputs.draw import FaceAnnotator, FaceBox
 
     rng = np.random.default_rng(5)
     rgb = cv2.GaussianBlur(rng.integers(0, 255, (360, 640, 3), dtype=np.uint8), (15, 15), 5)

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import emotiontrack
+from emotiontrack.outputs.timeline import TIMELINE_COLUMNS, TIMELINE_SCHEMA, read_metadata
 from emotiontrack.types import EMOTIONS
-from emotiontrack.write import TIMELINE_COLUMNS, TIMELINE_SCHEMA, read_metadata
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -25,7 +25,7 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("detect_every_s", [0.0, 1.0])  # whole-frame looks at every frame, or following in between
 def test_api_finds_and_tracks_both_faces(two_face_clip, models, tiny_model, detect_every_s):
     path, truth = two_face_clip
-    df = emotiontrack.analyze(path, models=models, model=tiny_model, fps=5, detect_every_s=detect_every_s)
+    df = emotiontrack.analyze(path, models=models, model=tiny_model, sample_fps=5, detect_every_s=detect_every_s)
     assert tuple(df.columns) == TIMELINE_COLUMNS
     assert df.aligned.mean() > 0.9  # the astronaut's landmarks are plausible
     assert df.frame.nunique() == 20  # 4 s at 5 fps
@@ -79,7 +79,7 @@ def test_cli_writes_timelines_and_reports_bad_inputs(two_face_clip, tiny_model, 
     assert schema.field("smooth_emotion").type == pa.string() and schema.field("smooth_happy").type == pa.float32()
     meta = read_metadata(timeline)
     assert json.loads(meta["analysed_frames"]) == 8 and meta["source_fps"] == "25"  # 4 s at 2 fps
-    assert len(meta["model_sha256"]) == 64 and json.loads(meta["settings"])["fps"] == 2.0
+    assert len(meta["model_sha256"]) == 64 and json.loads(meta["settings"])["sample_fps"] == 2.0
     assert json.loads(meta["settings"])["crop"] == "aligned"
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [path.stem]  # nothing written for failed inputs
 

@@ -107,7 +107,7 @@ def test_damaged_video_is_analysed_where_it_decodes(tmp_path, ffmpeg, tiny_model
     damaged.write_bytes(bytes(data))
     done = cli("analyze", damaged, "-o", tmp_path / "out", "--model", tiny_model, "--fps", "0", timeout=300)
     assert done.returncode == 0, done.stderr
-    from emotiontrack.write import read_metadata
+    from emotiontrack.outputs.timeline import read_metadata
 
     meta = read_metadata(tmp_path / "out" / "damaged" / "timeline.parquet")
     assert int(meta["decode_errors"]) > 0

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from emotiontrack.track import FaceTracker, iou_matrix
+from emotiontrack.stages.track import FaceTracker, iou_matrix
 from emotiontrack.types import Faces
 
 

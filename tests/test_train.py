@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FER_ZIP, needs_fer, write_image_dataset
+
 from emotiontrack.errors import InputError
 from emotiontrack.types import EMOTIONS
 
@@ -20,7 +20,7 @@ def cli(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
 
 
 def test_trained_model_is_calibrated_and_readable_by_evaluate(tiny_model, tiny_dataset, tmp_path):
-    from emotiontrack.model import load_model, model_labels
+    from emotiontrack.model.keras_model import load_model, model_labels
 
     model = load_model(tiny_model)
     assert model_labels(model) == sorted(EMOTIONS)
@@ -43,8 +43,8 @@ def test_trained_model_is_calibrated_and_readable_by_evaluate(tiny_model, tiny_d
 
 
 def test_a_learnable_task_is_learned(tmp_path):
-    from emotiontrack.evaluate import evaluate
-    from emotiontrack.train import TrainConfig, train
+    from emotiontrack.model.evaluate import evaluate
+    from emotiontrack.model.train import TrainConfig, train
 
     data = tmp_path / "data"
     write_image_dataset(data / "train", per_class=60, seed=3)
@@ -55,7 +55,7 @@ def test_a_learnable_task_is_learned(tmp_path):
 
 
 def test_resume_continues_where_the_run_stopped(tiny_dataset, tmp_path):
-    from emotiontrack.train import TrainConfig, checkpoint_dir, train
+    from emotiontrack.model.train import TrainConfig, checkpoint_dir, train
 
     config = TrainConfig(data=tiny_dataset, output=tmp_path / "m.keras", epochs=2, batch_size=16)
 
@@ -96,7 +96,7 @@ def test_cli_resume_without_checkpoint_is_one_line(tmp_path):
     ("bad_image", "not a readable image"),
 ])
 def test_bad_dataset_layouts(tmp_path, breakage, message):
-    from emotiontrack.dataset import load_train_val
+    from emotiontrack.model.dataset import load_train_val
 
     root = tmp_path / "data"
     write_image_dataset(root / "train", per_class=2)
@@ -120,7 +120,7 @@ def test_model_predicts_the_same_on_tensorflow_and_torch(tiny_model, tmp_path):
     crops = np.random.default_rng(0).integers(0, 255, (16, 48, 48, 1)).astype(np.float32)
     np.save(tmp_path / "x.npy", crops)
     script = (
-        "import sys, numpy as np; from emotiontrack.model import load_model; from emotiontrack._keras import keras;"
+        "import sys, numpy as np; from emotiontrack.model.keras_model import load_model; from emotiontrack.model.keras_model import keras;"
         f"m = load_model(r'{tiny_model}'); assert keras.backend.backend() == sys.argv[1];"
         f"np.save(r'{tmp_path}/' + sys.argv[1] + '.npy', keras.ops.convert_to_numpy(m([np.load(r'{tmp_path}/x.npy')])))"
     )
@@ -135,7 +135,7 @@ def test_model_predicts_the_same_on_tensorflow_and_torch(tiny_model, tmp_path):
 
 @needs_fer()
 def test_train_reads_the_fer2013_zip_directly(tmp_path):
-    from emotiontrack.train import TrainConfig, train
+    from emotiontrack.model.train import TrainConfig, train
 
     summary = train(TrainConfig(data=FER_ZIP, output=tmp_path / "fer.keras", epochs=1, limit=256, batch_size=64))
     assert summary["train_size"] == 256 and summary["val_size"] == 3589
@@ -145,7 +145,7 @@ def test_train_reads_the_fer2013_zip_directly(tmp_path):
 def test_init_starts_from_an_earlier_checkpoint(tiny_model, tiny_dataset, tmp_path):
     import torch
 
-    from emotiontrack.train import TrainConfig, checkpoint_dir, train
+    from emotiontrack.model.train import TrainConfig, checkpoint_dir, train
 
     checkpoint = checkpoint_dir(tiny_model) / "last.pt"
     before = torch.load(checkpoint, weights_only=False)["model"]
@@ -160,7 +160,7 @@ def test_init_starts_from_an_earlier_checkpoint(tiny_model, tiny_dataset, tmp_pa
 
 
 def test_evaluate_tta_averages_ten_views(tiny_model, tiny_dataset):
-    from emotiontrack.evaluate import shifted
+    from emotiontrack.model.evaluate import shifted
 
     images = np.arange(2 * 5 * 6, dtype=np.uint8).reshape(2, 5, 6)
     moved = shifted(images, 2, 1)

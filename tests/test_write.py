@@ -4,8 +4,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from emotiontrack.outputs.timeline import TIMELINE_SCHEMA, read_metadata, to_table, write_parquet
 from emotiontrack.types import EMOTIONS, Faces
-from emotiontrack.write import TIMELINE_SCHEMA, read_metadata, to_table, write_parquet
 
 
 def classified(frame: int, t: float, n: int, seed: int = 0) -> Faces:

@@ -1,0 +1,5 @@
+"""`python -m emotiontrack.cli`: the same as the `emotiontrack` console script."""
+
+from emotiontrack.cli import run
+
+run()

@@ -1,0 +1,139 @@
+"""`emotiontrack analyze`: many inputs into one output folder, with progress per input and a closing summary."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from emotiontrack.cli.options import non_negative_float, positive_float, positive_int, probability
+from emotiontrack.cli.progress import progress_bars
+
+log = logging.getLogger("emotiontrack")
+EXIT_FAILED = 1
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from emotiontrack.config import CROPS, AnalyzeConfig
+
+    d = AnalyzeConfig()
+    p = sub.add_parser("analyze", help="analyse videos and image folders into per-face emotion timelines",
+                       description="Detect, track and classify every face; write <out>/<input>/timeline.parquet per input.")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="video files (any format ffmpeg reads) or image folders")
+    p.add_argument("-o", "--output", type=Path, default=Path("emotiontrack-results"),
+                   help="output folder (default: %(default)s)")
+    p.add_argument("--fps", type=non_negative_float, default=d.sample_fps, dest="sample_fps",
+                   help="frames analysed per second of video; 0 analyses every frame (default: %(default)s)")
+    p.add_argument("--min-face", type=positive_float, default=d.min_face,
+                   help="smallest face to find, in source pixels; smaller is slower (default: %(default)s)")
+    p.add_argument("--min-score", type=probability, default=d.min_score,
+                   help="drop detections with a lower MTCNN probability (default: %(default)s)")
+    p.add_argument("--detect-every", type=non_negative_float, default=d.detect_every_s, dest="detect_every_s",
+                   metavar="SECONDS",
+                   help="look for faces in the whole frame at least this often; in between, known faces are followed "
+                        "(much cheaper). 0 looks at every analysed frame (default: %(default)s)")
+    p.add_argument("--max-gap", type=non_negative_float, default=d.max_gap_s, dest="max_gap_s",
+                   help="seconds a face may be out of sight and keep its id (default: %(default)s)")
+    p.add_argument("--crop", choices=CROPS, default=d.crop,
+                   help="aligned: map each face's eyes, nose and mouth corners onto where the model's training faces "
+                        "have them; box: the square of the detector's box (default: %(default)s)")
+    p.add_argument("--margin", type=non_negative_float, default=d.margin,
+                   help="margin around each face box for box crops, as a fraction of its side (default: %(default)s)")
+    p.add_argument("--smooth", type=non_negative_float, default=d.smooth_s, dest="smooth_s", metavar="SECONDS",
+                   help="smooth each face's probabilities over this many seconds; 0 disables (default: %(default)s)")
+    p.add_argument("--no-video", action="store_false", dest="video",
+                   help="skip the annotated video (annotated stills for image folders)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo inputs whose results are already complete (default: skip them)")
+    p.add_argument("--model", type=Path, default=d.model, help="Keras model file (default: the shipped model)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device,
+                   help="where MTCNN and the CNN run; auto uses CUDA when torch sees a GPU (default: %(default)s)")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="inputs analysed at the same time, sharing the loaded models; more than the number of CPU "
+                        "cores only slows things down (default: %(default)s)")
+    p.add_argument("--threads", type=positive_int, default=d.threads,
+                   help="CPU threads for MTCNN and the CNN; ffmpeg decodes and encodes in its own processes beside "
+                        "them (default: %(default)s)")
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    """Analyse every input; exit status 1 if any failed."""
+    from emotiontrack.config import AnalyzeConfig
+    from emotiontrack.runtime import loading
+
+    started = time.monotonic()
+    config = AnalyzeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AnalyzeConfig)})
+    with loading():  # the same garbage-collection policy as the API's load_models (runtime.py)
+        from emotiontrack.batch import check_output_dir, write_run_summary
+        from emotiontrack.pipeline import load_models
+
+        check_output_dir(args.output)  # before any model is loaded
+        models = load_models(config)
+    outcomes = _analyze_all(args, config, models, console)
+    write_run_summary(args.output, outcomes)
+    _print_summary(console, outcomes, time.monotonic() - started)
+    return 0 if all(o.ok for o in outcomes) else EXIT_FAILED
+
+
+def _analyze_all(args: argparse.Namespace, config, models, console: Console) -> list:
+    """Each input with a progress bar of its own (frames) beside the overall one (inputs)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from emotiontrack.batch import analyze_input
+    from emotiontrack.config import usable_cores
+    from emotiontrack.outputs.publish import output_dirs
+
+    dirs = output_dirs(args.paths, args.output)
+    jobs = min(args.jobs, usable_cores(), len(args.paths))
+    if jobs < args.jobs:
+        log.info("--jobs %d: using %d (CPU cores and inputs bound it)", args.jobs, jobs)
+    with progress_bars(console) as progress:
+        overall = progress.add_task("inputs", total=len(args.paths))
+
+        def run_one(path: Path):
+            task = progress.add_task(_short(path), total=None)
+            outcome = analyze_input(path, dirs[path], config, models, overwrite=args.overwrite,
+                                    on_start=lambda info: progress.update(task, total=info.n_frames),
+                                    on_frames=lambda n: progress.advance(task, n))
+            done = progress.tasks[task].completed or 1
+            progress.update(task, total=done, completed=done)
+            _say_outcome(progress.console, path, outcome)
+            progress.advance(overall)
+            return outcome
+
+        if jobs == 1:  # in this thread, where Ctrl-C and SIGTERM arrive
+            return [run_one(path) for path in args.paths]
+        # Threads share the models; torch and ffmpeg release the GIL, so inputs overlap.
+        with ThreadPoolExecutor(jobs) as pool:
+            return list(pool.map(run_one, args.paths))
+
+
+def _say_outcome(console: Console, path: Path, outcome) -> None:
+    if not outcome.ok:
+        console.print(f"[red]failed:[/] {outcome.error}", highlight=False, soft_wrap=True)
+    elif outcome.skipped:
+        console.print(f"skipped {path}: already done with this model and settings (--overwrite redoes it)",
+                      highlight=False, soft_wrap=True)
+
+
+def _short(path: Path, width: int = 40) -> str:
+    text = str(path)
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+def _print_summary(console: Console, outcomes: list, wall_s: float) -> None:
+    done = [o for o in outcomes if o.ok]
+    failed = [o for o in outcomes if not o.ok]
+    skipped = sum(o.skipped for o in done)
+    console.print(
+        f"{len(done)} done{f' ({skipped} already complete)' if skipped else ''}, {len(failed)} failed; "
+        f"{sum(o.faces for o in done)} faces; "
+        f"{sum(o.video_s for o in done):.1f} s of video in {wall_s:.1f} s wall time", highlight=False, soft_wrap=True)
+    for o in done:
+        console.print(f"  ok      {o.path} -> {o.out_dir}", highlight=False, soft_wrap=True)
+    for o in failed:
+        console.print(f"  FAILED  {o.error}", highlight=False, soft_wrap=True)

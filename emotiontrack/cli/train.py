@@ -1,0 +1,84 @@
+"""`emotiontrack train`: train the emotion CNN, checkpointing every epoch, then calibrate and save it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import TextColumn
+
+from emotiontrack.cli.options import non_negative_float, positive_float, positive_int, probability
+from emotiontrack.cli.progress import progress_bars
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from emotiontrack.model.network import ARCHITECTURES
+    from emotiontrack.model.train import OPTIMIZERS, TrainConfig
+
+    d = TrainConfig(data=Path())
+    p = sub.add_parser("train", help="train the emotion CNN on a folder-per-emotion dataset",
+                       description="Train the emotion CNN, checkpointing every epoch, then calibrate and save it.")
+    p.add_argument("data", type=Path, metavar="DATA_DIR",
+                   help="dataset: a folder or zip holding train/<emotion>/ and validation/<emotion>/ "
+                        "(or only <emotion>/ folders when --val-dir is given)")
+    p.add_argument("-o", "--output", type=Path, default=d.output,
+                   help="model file to write (default: %(default)s); checkpoints go to OUTPUT.ckpt/")
+    p.add_argument("--val-dir", type=Path, help="validation split (<emotion>/ folders), if not inside DATA_DIR")
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default=d.architecture, dest="architecture",
+                   help="network size (see emotiontrack/model/network.py; default: %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=d.epochs, help="epochs to train (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="images per step (default: %(default)s)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
+                   help="sgd (Nesterov momentum 0.9) or adamw (default: %(default)s)")
+    p.add_argument("--lr", type=positive_float, default=d.learning_rate, dest="learning_rate",
+                   help="peak learning rate after the warm-up; cosine decay to zero follows (default: %(default)s)")
+    p.add_argument("--weight-decay", type=non_negative_float, default=d.weight_decay,
+                   help="weight decay of the convolution and dense weights (default: %(default)s)")
+    p.add_argument("--label-smoothing", type=probability, default=d.label_smoothing,
+                   help="share of each target spread over all classes (default: %(default)s)")
+    p.add_argument("--class-weight-power", type=non_negative_float, default=d.class_weight_power,
+                   help="loss weight per class = (largest class / class size) ** POWER; 0 ignores imbalance "
+                        "(default: %(default)s)")
+    p.add_argument("--mixup", type=non_negative_float, default=d.mixup,
+                   help="mix pairs of images with Beta(A, A) weights; 0 turns it off (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed for init, shuffling, augmentation (default: %(default)s)")
+    p.add_argument("--limit", type=positive_int, help="train on at most this many images (quick trials)")
+    p.add_argument("--init", type=Path, metavar="CHECKPOINT",
+                   help="start from the weights of an earlier run's OUTPUT.ckpt/last.pt (fine-tuning, a second "
+                        "learning-rate cycle) instead of random weights")
+    p.add_argument("--no-flip-average", action="store_false", dest="flip_average",
+                   help="save a model that classifies each face once, not averaged with its mirror image (half the cost)")
+    p.add_argument("--fp32", action="store_false", dest="bf16",
+                   help="train in float32 (default: bf16 autocast, much faster on CPUs with bf16 instructions)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run whose checkpoint is in OUTPUT.ckpt/ (its settings are kept; "
+                        "run after the last epoch, it only calibrates and saves the model again)")
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    from emotiontrack.model.train import TrainConfig, load_checkpoint_config, train
+
+    if args.resume:
+        config = dataclasses.replace(load_checkpoint_config(args.output), flip_average=args.flip_average)
+    else:
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    with progress_bars(console, TextColumn("{task.fields[metrics]}"), transient=True) as progress:
+        task = progress.add_task("epoch", total=None, metrics="")
+
+        def on_batch(step: int, steps: int, logs: dict) -> None:
+            progress.update(task, completed=step, total=steps,
+                            metrics=f"loss {logs.get('loss', 0):.3f} acc {logs.get('accuracy', 0):.3f}")
+
+        def on_epoch(epoch: int, logs: dict) -> None:
+            progress.console.print(
+                f"epoch {epoch + 1}/{config.epochs}: loss {logs['loss']:.4f} acc {logs['accuracy']:.4f} "
+                f"val_loss {logs['val_loss']:.4f} val_acc {logs['val_accuracy']:.4f} "
+                f"val_macro_f1 {logs['val_macro_f1']:.4f}", soft_wrap=True)
+            progress.update(task, description=f"epoch {epoch + 2}", completed=0)
+
+        summary = train(config, resume=args.resume, on_batch=on_batch, on_epoch=on_epoch)
+    console.print(f"wrote {summary['model']} (temperature {summary['temperature']:.3f})", soft_wrap=True)
+    return 0

@@ -1,0 +1,163 @@
+"""Decode a video into frames with their source index and presentation time.
+
+Videos are streamed through ffmpeg (ffmpeg-python builds the command): decoded frames come out on a
+pipe, rotated as the container says, and ffmpeg's `showinfo` filter reports each frame's index and
+timestamp on stderr. When only sampled frames are wanted, ffmpeg's `select` filter drops the others
+before they cross the pipe. A reader thread keeps a bounded queue of frames so decoding overlaps detection;
+a watchdog kills ffmpeg if it stalls.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import re
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+
+import cv2
+import ffmpeg
+import numpy as np
+
+from emotiontrack.errors import DecodeError
+from emotiontrack.media.tools import StderrTail, codec_threads, ffmpeg_path, pipe, start, stop_process
+from emotiontrack.types import Frame, VideoInfo
+
+log = logging.getLogger(__name__)
+
+_SHOWINFO = re.compile(r"Parsed_showinfo_(\d+).*\bn:\s*(\d+)\s+pts:\s*(-?\d+|NOPTS)\s+pts_time:(\S+)")
+_DECODE_ERROR = re.compile(r"error while decoding|corrupt|invalid nal|concealing|missing picture|decode_slice", re.I)
+QUEUE_BYTES = 96 * 2**20  # frames decoded ahead of the pipeline, at most
+
+
+class VideoReader:
+    """Iterate a video's frames from an ffmpeg subprocess. Use as a context manager (kills ffmpeg).
+
+    With `sample_fps`, ffmpeg passes on only the frames FrameSampler(sample_fps) takes (the first of each
+    1/sample_fps-second slot, and any frame without a timestamp); the others never cross the pipe, which
+    halves ffmpeg's work at 2 fps. `frames_read` counts every decoded frame either way."""
+
+    def __init__(self, info: VideoInfo, sample_fps: float | None = None, stall_timeout_s: float = 60.0):
+        self.info, self.stall_timeout_s = info, stall_timeout_s
+        self.decode_errors = 0  # decoder complaints (corrupt packets, concealed slices)
+        self.frames_read = 0  # every decoded frame, passed on or not
+        # (pts, index, time) of the latest decoded frames: a sampled frame's index is looked up here by its pts
+        self._decoded: deque[tuple[str, int, float]] = deque(maxlen=256)
+        self._timestamps: queue.Queue[tuple[int, float]] = queue.Queue()
+        self._frames: queue.Queue[Frame | BaseException | None] = queue.Queue(
+            max(2, QUEUE_BYTES // (info.width * info.height * 3))
+        )
+        self._sampled = bool(sample_fps)
+        # Frames cross the pipe and are kept as I420 (half the bytes of RGB; pipe copies cost as much CPU as
+        # decoding here). Odd frame sizes have no exact I420 layout: RGB then.
+        self._i420 = info.width % 2 == 0 and info.height % 2 == 0
+        # showinfo without checksums: they cost more than decoding the frame.
+        filters = "showinfo=checksum=0"
+        if sample_fps:  # showinfo_0 sees every decoded frame, showinfo_2 the ones passed on
+            slot = f"floor(%s*{float(sample_fps)!r}+1e-6)"
+            filters += (f",select='isnan(t)+isnan(prev_selected_t)+gte({slot % 't'}-{slot % 'prev_selected_t'}\\,1)'"
+                        ",showinfo=checksum=0")
+        args = (
+            ffmpeg.input(str(info.path), threads=codec_threads(info.width, info.height))
+            .output("pipe:", format="rawvideo", pix_fmt="yuv420p" if self._i420 else "rgb24", vf=filters,
+                    map="0:v:0", fps_mode="passthrough")
+            .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "info")
+            .compile(cmd=ffmpeg_path())
+        )
+        self._proc = start(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self._stdout = pipe(self._proc.stdout)
+        self._stderr = StderrTail(pipe(self._proc.stderr), self._on_stderr_line)
+        self._stopped = threading.Event()
+        self._reader = threading.Thread(target=self._read_frames, daemon=True)
+        self._reader.start()
+
+    def _on_stderr_line(self, line: str) -> None:
+        match = _SHOWINFO.search(line)
+        if match:
+            stage, index, pts = int(match[1]), int(match[2]), match[3]
+            time_s = math.nan if pts == "NOPTS" else float(match[4])
+            if stage == 0:
+                self.frames_read += 1
+                if self._sampled:
+                    self._decoded.append((pts, index, time_s))
+                else:
+                    self._timestamps.put((index, time_s))
+            else:  # a sampled frame: its source index is the one showinfo_0 gave the latest frame with its pts
+                self._timestamps.put(next(((i, t) for p, i, t in reversed(self._decoded) if p == pts), (index, time_s)))
+        elif _DECODE_ERROR.search(line):
+            self.decode_errors += 1
+
+    def _read_frames(self) -> None:
+        width, height = self.info.width, self.info.height
+        shape = (height * 3 // 2, width) if self._i420 else (height, width, 3)
+        try:
+            while not self._stopped.is_set():
+                pixels = np.empty(shape, np.uint8)
+                if not self._read_exactly(pixels):
+                    break
+                index, time_s = self._timestamps.get(timeout=self.stall_timeout_s)
+                time_s = time_s if math.isfinite(time_s) else index / float(self.info.fps)
+                if self._i420 and self._sampled:  # every frame is analysed: convert here, beside the detector
+                    self._put(Frame(index, time_s, np.asarray(cv2.cvtColor(pixels, cv2.COLOR_YUV2RGB_I420), np.uint8)))
+                else:  # frames for the annotated video stay I420 until something needs RGB
+                    self._put(Frame(index, time_s, pixels, is_i420=self._i420))
+            self._put(None)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._put(exc)
+
+    def _read_exactly(self, buffer: np.ndarray) -> bool:
+        """Fill `buffer` with the next frame's bytes; False at the end of the stream (a partial frame is dropped)."""
+        view, filled = memoryview(buffer.data), 0
+        while filled < buffer.nbytes:
+            n = self._stdout.readinto(view[filled:])  # type: ignore[attr-defined]
+            if not n:
+                return False
+            filled += n
+        return True
+
+    def _put(self, item) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._frames.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator[Frame]:
+        last_activity = time.monotonic()
+        while True:
+            try:
+                item = self._frames.get(timeout=1.0)
+            except queue.Empty:
+                idle = time.monotonic() - max(last_activity, self._stderr.last_activity)
+                if idle > self.stall_timeout_s:
+                    self.close()
+                    raise DecodeError(f"{self.info.path}: ffmpeg stalled for {idle:.0f} s; gave up") from None
+                continue
+            last_activity = time.monotonic()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise DecodeError(f"{self.info.path}: decoding failed ({item!r})") from item
+            yield item
+        self._proc.wait()
+        self._stderr.join(timeout=5)
+        if self.frames_read == 0:
+            raise DecodeError(f"{self.info.path}: no decodable video frames ({self._stderr.last_error()})")
+        if self._proc.returncode != 0:
+            log.warning("%s: ffmpeg ended with an error after %d frames: %s", self.info.path, self.frames_read, self._stderr.last_error())
+
+    def close(self) -> None:
+        self._stopped.set()
+        stop_process(self._proc)
+        self._reader.join(timeout=5)
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

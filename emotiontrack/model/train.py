@@ -1,0 +1,266 @@
+"""Train the emotion CNN on a folder-per-emotion dataset, with checkpoints, resume and calibration.
+
+`train(config)` fits `network.TrainingNet` (torch modules, bf16 autocast and channels-last on CPU, so
+that bf16 units run the convolutions) with SGD + Nesterov momentum or AdamW on label-smoothed, optionally
+class-weighted cross-entropy, under a warm-up + cosine learning-rate schedule. Every batch is augmented
+(flip, small affine, brightness/contrast, erasing; optionally mixup). After every epoch it scores the
+validation split and writes `<output>.ckpt/last.pt` (weights, optimiser state, history, RNG state), so
+`resume` continues an interrupted run exactly. At the end it writes the weights into the Keras network
+(`model.keras_network`), fits a softmax temperature on the validation split and saves the product model
+(`CalibratedSoftmax` head) to `config.output`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from scipy.special import softmax
+
+from emotiontrack.errors import EmotionTrackError
+from emotiontrack.model.augment import batches, class_weights
+from emotiontrack.model.calibrate import calibrate_and_save, training_geometry
+from emotiontrack.model.dataset import Split, load_train_val
+from emotiontrack.model.evaluate import classification_report
+from emotiontrack.model.network import (
+    ARCHITECTURES,
+    DEFAULT_ARCHITECTURE,
+    Architecture,
+    TrainingNet,
+    as_batch,
+    predict_logits,
+)
+from emotiontrack.outputs.files import atomic_file, write_text
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path
+    output: Path = Path("models/emotiontrack.keras")
+    val_dir: Path | None = None
+    architecture: str = DEFAULT_ARCHITECTURE  # a name in network.ARCHITECTURES
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum 0.9) or "adamw"
+    learning_rate: float = 0.05  # peak, after the warm-up
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
+    seed: int = 0
+    label_smoothing: float = 0.1
+    # Per-class loss weight = (n_largest / n_class) ** power: 0 ignores imbalance, 1 fully balances.
+    class_weight_power: float = 0.3
+    mixup: float = 0.0  # Beta(a, a) mixing of image pairs; 0 turns it off
+    limit: int | None = None  # use at most this many training images (quick runs and tests)
+    # The saved model averages the logits of each face and its mirror image (twice the inference cost).
+    flip_average: bool = True
+    # Start from this checkpoint's weights (OUTPUT.ckpt/last.pt of an earlier run) with a fresh schedule.
+    init: Path | None = None
+    bf16: bool = True  # bf16 autocast for the forward pass (fp32 weights and optimiser state)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        paths = {"data", "output", "val_dir", "init"}
+        known = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {k: (Path(v) if k in paths and v is not None else v) for k, v in data.items() if k in known}
+        return cls(**values)
+
+    def network_architecture(self) -> Architecture:
+        if self.architecture not in ARCHITECTURES:
+            raise EmotionTrackError(f"unknown architecture {self.architecture!r}: choose from {sorted(ARCHITECTURES)}")
+        return ARCHITECTURES[self.architecture]
+
+
+def checkpoint_dir(output: Path) -> Path:
+    return output.with_name(output.name + ".ckpt")
+
+
+def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up to the peak, then cosine decay to zero at the last step."""
+    warmup = max(1, round(config.warmup_epochs * steps_per_epoch))
+    total = max(warmup + 1, config.epochs * steps_per_epoch)
+    if step < warmup:
+        return config.learning_rate * (step + 1) / warmup
+    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+
+def _optimizer(net: TrainingNet, config: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on BatchNorm's scales and shifts or on biases (they set scale, not capacity).
+    decay = [p for p in net.parameters() if p.dim() > 1]
+    rest = [p for p in net.parameters() if p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.learning_rate, momentum=0.9, nesterov=True)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.learning_rate)
+    raise EmotionTrackError(f"unknown optimizer {config.optimizer!r}: choose from {list(OPTIMIZERS)}")
+
+
+def _autocast(config: TrainConfig) -> torch.autocast:
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16)
+
+
+class _Step:
+    """One optimisation step on a batch: (mixed) soft targets, class weights, bf16 forward, fp32 update."""
+
+    def __init__(self, net: TrainingNet, optimizer: torch.optim.Optimizer, config: TrainConfig,
+                 weights: NDArray[np.float32]):
+        self.net, self.optimizer, self.config = net, optimizer, config
+        self.class_weight = torch.from_numpy(weights)
+        self.eye = torch.eye(net.n_classes)
+
+    def __call__(self, images: NDArray[np.float32], labels: NDArray[np.int64], rng: np.random.Generator) -> tuple[float, float]:
+        x, y = as_batch(images), torch.from_numpy(labels)
+        targets = self.eye[y] * (1 - self.config.label_smoothing) + self.config.label_smoothing / self.net.n_classes
+        sample_weight = self.class_weight[y]
+        if self.config.mixup > 0:
+            lam = float(rng.beta(self.config.mixup, self.config.mixup))
+            pair = torch.from_numpy(rng.permutation(len(y)))
+            x = lam * x + (1 - lam) * x[pair]
+            targets = lam * targets + (1 - lam) * targets[pair]
+            sample_weight = lam * sample_weight + (1 - lam) * sample_weight[pair]
+        with _autocast(self.config):
+            logits = self.net(x)
+        loss = (-(targets * torch.log_softmax(logits.float(), dim=1)).sum(1) * sample_weight).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach()), float((logits.argmax(1) == y).float().mean())
+
+
+def _validate(net: TrainingNet, val_split: Split, config: TrainConfig) -> dict[str, float]:
+    logits = predict_logits(net, val_split.images, config.flip_average, config.bf16)
+    report = classification_report(softmax(logits, axis=1), val_split.labels, list(val_split.classes))
+    return {"val_loss": report["nll"], "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"]}
+
+
+def _save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
+    """last.pt (everything a resume needs) and state.json (the same, readable), each written atomically."""
+    with atomic_file(folder / "last.pt") as tmp:
+        torch.save(state, tmp)
+    summary = {k: v for k, v in state.items() if k in ("epochs_done", "config", "history", "train_seconds")}
+    _write_json_atomic(folder / "state.json", summary)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2))
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise EmotionTrackError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a file that is not its own
+        raise EmotionTrackError(f"{path} is not a training checkpoint (OUTPUT.ckpt/last.pt of an earlier run): "
+                                f"{exc.__class__.__name__}") from None
+
+
+def _initial_network(config: TrainConfig, n_classes: int) -> TrainingNet:
+    torch.manual_seed(config.seed)
+    net = TrainingNet(config.network_architecture(), n_classes)
+    if config.init is not None:
+        state = _load_checkpoint(config.init)
+        if "model" not in state or Architecture.from_json(state["architecture"]) != net.architecture \
+                or len(state["classes"]) != n_classes:
+            raise EmotionTrackError(f"--init: {config.init} is not a training checkpoint of a {config.architecture} "
+                                    f"network with {n_classes} classes (use OUTPUT.ckpt/last.pt of an earlier run)")
+        net.load_state_dict(state["model"])
+    return net.to(memory_format=torch.channels_last)
+
+
+def load_checkpoint_config(output: Path) -> TrainConfig:
+    state_path = checkpoint_dir(output) / "state.json"
+    if not state_path.is_file():
+        raise EmotionTrackError(f"nothing to resume: {state_path} not found")
+    return TrainConfig.from_json(json.loads(state_path.read_text())["config"])
+
+
+def _limited(split: Split, config: TrainConfig) -> Split:
+    if not config.limit:
+        return split
+    picks = np.random.default_rng(config.seed).permutation(len(split))[: config.limit]
+    return dataclasses.replace(split, images=split.images[picks], labels=split.labels[picks])
+
+
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    on_batch: Callable[[int, int, dict[str, float]], None] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume), calibrate and save; returns a summary (history, temperature, paths)."""
+    train_split, val_split = load_train_val(config.data, config.val_dir)
+    train_split = _limited(train_split, config)
+    classes = list(train_split.classes)
+    log.info("train: %d images %s; validation: %d images", len(train_split),
+             dict(zip(classes, train_split.counts().tolist())), len(val_split))
+    folder = checkpoint_dir(config.output)
+    folder.mkdir(parents=True, exist_ok=True)
+    net = _initial_network(config, len(classes))
+    optimizer = _optimizer(net, config)
+    history = _resume(folder, net, optimizer) if resume else []
+    step = _Step(net, optimizer, config, class_weights(train_split, config.class_weight_power))
+    for epoch in range(len(history), config.epochs):
+        started = time.monotonic()
+        logs = {"epoch": epoch + 1, **_run_epoch(step, train_split, epoch, on_batch), **_validate(net, val_split, config)}
+        logs["train_seconds"] = (history[-1]["train_seconds"] if history else 0.0) + time.monotonic() - started
+        history.append(logs)
+        log.info("epoch %d/%d: %s", epoch + 1, config.epochs, ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+        _save_checkpoint(folder, {"epochs_done": epoch + 1, "config": config.to_json(), "history": history,
+                                  "train_seconds": logs["train_seconds"], "model": net.state_dict(),
+                                  "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                                  "architecture": net.architecture.to_json(), "classes": classes})
+        if on_epoch:
+            on_epoch(epoch, logs)
+    geometry, geometry_stats = training_geometry(train_split, config.seed)
+    log.info("canonical landmarks %s (found on %d of %d training faces)", geometry.to_json(),
+             geometry_stats["found"], geometry_stats["faces"])
+    summary = calibrate_and_save(net, config, classes, val_split, geometry)
+    summary.update(history=history, train_size=len(train_split), architecture=net.architecture.to_json(),
+                   geometry=geometry_stats)
+    _write_json_atomic(folder / "summary.json", summary)
+    return summary
+
+
+def _resume(folder: Path, net: TrainingNet, optimizer: torch.optim.Optimizer) -> list[dict[str, float]]:
+    """Restore weights, optimiser and RNG state from the last checkpoint; returns the history so far."""
+    state = _load_checkpoint(folder / "last.pt")
+    net.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    log.info("resuming after epoch %d", state["epochs_done"])
+    return state["history"]
+
+
+def _run_epoch(step: _Step, split: Split, epoch: int,
+               on_batch: Callable[[int, int, dict[str, float]], None] | None) -> dict[str, float]:
+    """One pass over the training split; mean loss and accuracy on its (augmented) batches."""
+    config = step.config
+    steps_per_epoch = math.ceil(len(split) / config.batch_size)
+    step.net.train()
+    sums = np.zeros(2)
+    for index, (images, labels) in enumerate(batches(split, config.batch_size, config.seed, epoch)):
+        for group in step.optimizer.param_groups:
+            group["lr"] = learning_rate(config, epoch * steps_per_epoch + index, steps_per_epoch)
+        sums += step(images, labels, np.random.default_rng([config.seed, epoch, index, 1]))
+        if on_batch:
+            on_batch(index + 1, steps_per_epoch, {"loss": sums[0] / (index + 1), "accuracy": sums[1] / (index + 1)})
+    return {"loss": sums[0] / steps_per_epoch, "accuracy": sums[1] / steps_per_epoch,
+            "lr": step.optimizer.param_groups[0]["lr"]}

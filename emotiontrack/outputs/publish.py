@@ -1,0 +1,81 @@
+"""Publishing one input's results: complete or absent.
+
+Each input is analysed into a hidden staging folder beside its final one (`staging_dir`); only when every
+file is written, the manifest last, is the folder renamed into place (`publish`). A failed or interrupted
+input therefore leaves nothing under a final name. The manifest records the source, model and settings,
+so a re-run skips inputs already done the same way (`is_complete`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from emotiontrack import __version__
+from emotiontrack.config import AnalyzeConfig
+from emotiontrack.outputs.files import make_private_dir, write_text
+
+MANIFEST = "manifest.json"
+
+
+def output_dirs(paths: Sequence[Path], out: Path) -> dict[Path, Path]:
+    """A distinct output folder per input, named after its stem (plus a path hash where stems collide)."""
+    stems = Counter(_stem(p) for p in paths)
+    dirs = {}
+    for path in paths:
+        name = _stem(path)
+        if stems[name] > 1:
+            name += "-" + hashlib.sha1(str(path.absolute()).encode()).hexdigest()[:8]
+        dirs[path] = out / name
+    return dirs
+
+
+def _stem(path: Path) -> str:
+    name = path.absolute().name if path.name in ("", ".", "..") else path.stem
+    return name.lstrip(".") or "input"
+
+
+def manifest_key(path: Path, config: AnalyzeConfig, model_sha256: str) -> dict[str, object]:
+    """What identifies a result: the source (path, size, modification time), the model and the settings."""
+    stat = path.stat()
+    return {"emotiontrack_version": __version__, "model_sha256": model_sha256, "settings": config.settings(),
+            "source": str(path.absolute()), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+
+
+def is_complete(path: Path, out_dir: Path, config: AnalyzeConfig, model_sha256: str) -> bool:
+    """True if out_dir holds a finished result for this very source, model and settings."""
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text())
+        key = manifest_key(path, config, model_sha256)
+    except (OSError, ValueError):
+        return False
+    return all(manifest.get(k) == v for k, v in key.items()) and all((out_dir / f).is_file() for f in manifest["files"])
+
+
+def staging_dir(out_dir: Path) -> Path:
+    """A new hidden folder beside `out_dir` to write its result into."""
+    return make_private_dir(out_dir.parent, f".{out_dir.name}.partial-")
+
+
+def write_manifest(staging: Path, key: dict[str, object], extra: dict[str, object]) -> None:
+    """Written last: its presence says every other file is complete."""
+    files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    manifest = {**key, "files": files, "completed": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+    write_text(staging / MANIFEST, json.dumps(manifest, indent=2))
+
+
+def publish(staging: Path, final: Path) -> None:
+    """Move a finished staging folder to its final name, replacing an older result."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+        os.replace(final, old)
+    os.replace(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
