@@ -37,7 +37,7 @@ def test_fer_composite_detection_tracking_and_emotions(fer_clip, models):
     shipped = default_model_path()
     use = load_models(AnalyzeConfig(device="cpu")) if shipped.is_file() else models
     df = emotiontrack.analyze(path, models=use)
-    score = score_timeline(df, truth, slots, classes, sample_fps=AnalyzeConfig().fps)
+    score = score_timeline(df, truth, slots, classes, sample_fps=AnalyzeConfig().sample_fps)
     assert score["recall"] >= 0.9, score
     assert score["false_per_frame"] <= 0.05, score
     assert score["id_switches"] <= 2, score
