@@ -14,6 +14,7 @@ import math
 import shutil
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from emotiontrack.types import VideoInfo, VideoResult
 log = logging.getLogger(__name__)
 
 TIMELINE, FACES, VIDEO = "timeline.parquet", "faces.parquet", "annotated.mp4"
+ERROR_LOG = "emotiontrack-errors.log"  # in the output folder: tracebacks of unexpected failures
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,27 @@ def analyze_input(path: Path, out_dir: Path, config: AnalyzeConfig, models: Mode
     except OSError as exc:  # disk full, folder removed mid-run...
         return Outcome(path, out_dir, error=f"{path}: cannot write results ({exc.strerror or exc})",
                        wall_s=time.monotonic() - started)
+    except Exception as exc:  # a surprise from a library (or a bug): this input fails alone, details in the log
+        return Outcome(path, out_dir, error=_unexpected(path, out_dir, exc), wall_s=time.monotonic() - started)
     finally:
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     video_s = info.duration_s if math.isfinite(info.duration_s) else 0.0
     return Outcome(path, out_dir, faces=result.face_count, video_s=video_s, frames_analysed=result.frames_analysed,
                    wall_s=time.monotonic() - started, stage_s=dict(result.times))
+
+
+def _unexpected(path: Path, out_dir: Path, exc: Exception) -> str:
+    """Append the traceback to the output folder's error log; the one-line message that names it."""
+    log_path = out_dir.parent / ERROR_LOG
+    try:
+        with log_path.open("a", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {path}\n{traceback.format_exc()}\n")
+        where = f"details in {log_path}"
+    except OSError:
+        where = "no log could be written"
+    first_line = next(iter(str(exc).splitlines()), "")
+    return f"{path}: unexpected error ({exc.__class__.__name__}: {first_line}); {where}"
 
 
 def frame_sinks(staging: Path, info: VideoInfo, config: AnalyzeConfig) -> list[FrameSink]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +19,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # scoring code the benchmarks share
 FER_ZIP = SHARED / "datasets" / "fer2013.zip"
+
+
+def cli(*args, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`emotiontrack ARGS...` as a user runs it (a wide terminal, so one-line messages stay on one line)."""
+    return subprocess.run([sys.executable, "-m", "emotiontrack.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files or staging folders left anywhere under folder."""
+    return [str(p) for p in folder.rglob("*") if ".partial-" in p.name or ".tmp" in p.name or ".old-" in p.name]
 
 
 def needs_fer():

@@ -1,25 +1,17 @@
 """End to end: the Python API and the CLI (as a subprocess) on generated clips."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import cli
 
 import emotiontrack
 from emotiontrack.outputs.timeline import TIMELINE_COLUMNS, TIMELINE_SCHEMA, read_metadata
 from emotiontrack.types import EMOTIONS
-
-
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "emotiontrack.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
 @pytest.mark.parametrize("detect_every_s", [0.0, 1.0])  # whole-frame looks at every frame, or following in between

@@ -11,16 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-
-def cli(*args, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emotiontrack.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "COLUMNS": "200"})
-
-
-def leftovers(folder: Path) -> list[str]:
-    """Temporary files or staging folders left anywhere under folder."""
-    return [str(p) for p in folder.rglob("*") if ".partial-" in p.name or p.name.endswith(".tmp") or ".old-" in p.name]
+from conftest import cli, leftovers
 
 
 def processes_mentioning(text: str) -> list[str]:

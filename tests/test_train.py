@@ -8,15 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FER_ZIP, needs_fer, write_image_dataset
+from conftest import FER_ZIP, cli, needs_fer, write_image_dataset
 
 from emotiontrack.errors import InputError
 from emotiontrack.types import EMOTIONS
-
-
-def cli(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emotiontrack.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def test_trained_model_is_calibrated_and_readable_by_evaluate(tiny_model, tiny_dataset, tmp_path):

@@ -52,8 +52,13 @@ class FaceDetector:
         self.region_mtcnn.eval()
 
     def scale_for(self, width: int, height: int) -> float:
-        """Factor applied to a frame before detection (never enlarges)."""
-        return min(1.0, DETECTOR_MIN_FACE / self.min_face) if min(width, height) > 2 * DETECTOR_MIN_FACE else 1.0
+        """Factor applied to a frame before detection: a `min_face` face becomes DETECTOR_MIN_FACE pixels, but
+        the frame never shrinks below DETECTOR_MIN_FACE on its short side (MTCNN's pyramid would be empty) and
+        never grows."""
+        short = min(width, height)
+        if short <= 2 * DETECTOR_MIN_FACE:  # small already: look at it as it is
+            return 1.0
+        return min(1.0, max(DETECTOR_MIN_FACE / self.min_face, DETECTOR_MIN_FACE / short))
 
     def detect(self, frames: Sequence[Frame]) -> list[Faces]:
         """A whole-frame look at each frame: its faces, boxes in source pixels, with scores and landmarks."""
@@ -145,7 +150,7 @@ class FaceDetector:
     def _mtcnn(self, images, mtcnn: MTCNN | None = None) -> list[tuple]:
         """MTCNN on one image or a list; one (boxes, probs, points) per image, None where no face."""
         batch = images if isinstance(images, list) else [images]
-        if min(batch[0].shape[:2]) < 12:  # below MTCNN's smallest window: nothing to find
+        if min(batch[0].shape[:2]) < DETECTOR_MIN_FACE:  # MTCNN's pyramid has no level (torch.cat of nothing)
             return [(None, None, None)] * len(batch)
         boxes, probs, points = (mtcnn or self.mtcnn).detect(batch, landmarks=True)
         return list(zip(boxes, probs, points))
