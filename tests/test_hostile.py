@@ -1,13 +1,19 @@
 """Hostile but realistic inputs (issue 19), built in code and run as a user runs them: each must end with a
 clean outcome (one line, no traceback, nothing left behind) and, where it succeeds, a right result."""
 
+import os
 import subprocess
+import sys
 
 import pytest
 from conftest import cli, leftovers
 from PIL import Image
 
 from emotiontrack.errors import InputError
+
+
+def cli_prefix() -> list[str]:
+    return [sys.executable, "-m", "emotiontrack.cli"]
 
 
 def test_images_too_small_for_the_detectors_pyramid_are_analysed(tmp_path, tiny_model):
@@ -64,3 +70,22 @@ def test_an_unexpected_error_fails_its_input_alone_with_the_traceback_in_a_log(t
     log = (out / batch.ERROR_LOG).read_text()
     assert "Traceback" in log and "with a second line" in log and str(path) in log
     assert not (out / "clip").exists() and not leftovers(out)
+
+
+def test_a_name_starting_with_a_dash_is_a_file_not_an_option(tmp_path, two_face_clip, tiny_model):
+    path, _ = two_face_clip
+    (tmp_path / "-dash.mp4").write_bytes(path.read_bytes())
+    done = subprocess.run([*cli_prefix(), "analyze", "--no-video", "-o", "out", "--model", str(tiny_model), "--", "-dash.mp4"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "-dash" / "timeline.parquet").is_file()
+
+
+@pytest.mark.timeout(120)
+def test_a_fifo_and_a_symlink_loop_fail_at_once_in_one_line(tmp_path, tiny_model):
+    os.mkfifo(tmp_path / "pipe.mp4")  # nobody writes to it: reading would block forever
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    done = cli("analyze", tmp_path / "pipe.mp4", tmp_path / "a", "-o", tmp_path / "out", "--model", tiny_model, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "pipe.mp4: not a regular file" in done.stderr and "Too many levels of symbolic links" in done.stderr

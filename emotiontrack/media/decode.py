@@ -24,7 +24,7 @@ import ffmpeg
 import numpy as np
 
 from emotiontrack.errors import DecodeError
-from emotiontrack.media.tools import StderrTail, codec_threads, ffmpeg_path, pipe, start, stop_process
+from emotiontrack.media.tools import StderrTail, codec_threads, ffmpeg_path, media_path, pipe, start, stop_process
 from emotiontrack.types import Frame, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class VideoReader:
             filters += (f",select='isnan(t)+isnan(prev_selected_t)+gte({slot % 't'}-{slot % 'prev_selected_t'}\\,1)'"
                         ",showinfo=checksum=0")
         args = (
-            ffmpeg.input(str(info.path), threads=codec_threads(info.width, info.height))
+            ffmpeg.input(media_path(info.path), threads=codec_threads(info.width, info.height))
             .output("pipe:", format="rawvideo", pix_fmt="yuv420p" if self._i420 else "rgb24", vf=filters,
                     map="0:v:0", fps_mode="passthrough")
             .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "info")

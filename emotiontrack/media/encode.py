@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from emotiontrack.errors import OutputError
-from emotiontrack.media.tools import StderrTail, codec_threads, ffmpeg_path, pipe, start, stop_process
+from emotiontrack.media.tools import StderrTail, codec_threads, ffmpeg_path, media_path, pipe, start, stop_process
 from emotiontrack.outputs.files import temporary_path
 from emotiontrack.types import VideoInfo
 
@@ -38,10 +38,10 @@ class VideoEncoder:
             video = video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
         streams, audio_args = [video], {}
         if info.audio_codec:
-            streams.append(ffmpeg.input(str(info.path))["a:0"])
+            streams.append(ffmpeg.input(media_path(info.path))["a:0"])
             audio_args = {"acodec": "copy"} if info.audio_codec in COPIED_AUDIO else {"acodec": "aac", "audio_bitrate": "160k"}
         args = (
-            ffmpeg.output(*streams, str(self.tmp), format="mp4", vcodec="libx264", preset=preset, crf=crf,
+            ffmpeg.output(*streams, media_path(self.tmp), format="mp4", vcodec="libx264", preset=preset, crf=crf,
                           threads=codec_threads(width, height),
                           pix_fmt="yuv420p", movflags="+faststart", fps_mode="passthrough", **audio_args)
             .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y")

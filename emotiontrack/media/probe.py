@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import stat
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -16,9 +17,8 @@ from emotiontrack.types import VideoInfo
 def probe(path: Path) -> VideoInfo:
     """Describe a video file or an image folder; raise InputError/DecodeError if it cannot be analysed."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or directory")
-    if path.is_dir():
+    kind = _file_kind(path)
+    if kind == "dir":
         return _probe_folder(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         read_image(path)  # fails here, in one line, if it does not decode
@@ -39,6 +39,21 @@ def probe(path: Path) -> VideoInfo:
         reason = exc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise DecodeError(f"{path}: not a readable video ({reason[-1].split(': ')[-1] if reason else 'unknown format'})") from None
     return _video_info(path, data)
+
+
+def _file_kind(path: Path) -> str:
+    """"dir" or "file"; InputError for anything else (a FIFO or device would block the first read forever)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file or directory") from None
+    except OSError as exc:  # a symbolic-link loop, a name too long, no permission on a parent folder...
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{path}: not a regular file (a pipe, socket or device)")
+    return "file"
 
 
 def _video_info(path: Path, data: dict) -> VideoInfo:

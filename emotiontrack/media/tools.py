@@ -73,9 +73,15 @@ def ffprobe_path() -> str:
     return _binary("ffprobe")
 
 
+def media_path(path: Path) -> str:
+    """A path as ffmpeg and ffprobe must be given it: absolute, so that a name starting with "-" is never
+    read as an option."""
+    return os.path.abspath(path)
+
+
 def probe_json(path: Path, timeout_s: float = 60.0) -> dict:
     """ffprobe's streams and format as JSON. Raises subprocess errors for the caller to word."""
-    args = [ffprobe_path(), "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)]
+    args = [ffprobe_path(), "-v", "error", "-show_format", "-show_streams", "-of", "json", media_path(path)]
     done = subprocess.run(args, capture_output=True, timeout=timeout_s, check=False, start_new_session=True)
     if done.returncode != 0:
         raise subprocess.CalledProcessError(done.returncode, args, done.stdout, done.stderr)
