@@ -10,6 +10,7 @@ from conftest import cli, leftovers
 from PIL import Image
 
 from emotiontrack.errors import InputError
+from emotiontrack.outputs.timeline import read_metadata
 
 
 def cli_prefix() -> list[str]:
@@ -89,3 +90,45 @@ def test_a_fifo_and_a_symlink_loop_fail_at_once_in_one_line(tmp_path, tiny_model
     done = cli("analyze", tmp_path / "pipe.mp4", tmp_path / "a", "-o", tmp_path / "out", "--model", tiny_model, timeout=60)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "pipe.mp4: not a regular file" in done.stderr and "Too many levels of symbolic links" in done.stderr
+
+
+def test_the_stream_a_player_shows_is_analysed(tmp_path, ffmpeg, tiny_model):
+    """Two video streams where the second is the default (a player shows it), and a cover picture."""
+    two = tmp_path / "two.mkv"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10:duration=2", "-f", "lavfi",
+                    "-i", "testsrc2=size=640x360:rate=10:duration=3", "-map", "0", "-map", "1", "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", "-disposition:v:0", "0", "-disposition:v:1", "default", str(two)], check=True)
+    cover = tmp_path / "cover.jpg"
+    Image.new("RGB", (64, 64), (200, 0, 0)).save(cover)
+    covered = tmp_path / "covered.mkv"  # a one-frame picture stream first, the video (default) second
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(two), "-i", str(cover), "-map", "1", "-map", "0:v:1", "-c", "copy",
+                    "-disposition:v:0", "0", "-disposition:v:1", "default", str(covered)], check=True)
+    done = cli("analyze", two, covered, "-o", tmp_path / "out", "--model", tiny_model, "--no-video")
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("two", "covered"):
+        meta = read_metadata(tmp_path / "out" / name / "timeline.parquet")
+        assert (meta["width"], meta["height"], meta["decoded_frames"]) == ("640", "360", "30")
+
+
+def test_a_display_matrix_of_45_degrees_is_analysed_as_stored_and_said(tmp_path, ffmpeg, tiny_model):
+    plain = tmp_path / "plain.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10:duration=2",
+                    "-pix_fmt", "yuv420p", str(plain)], check=True)
+    turned = tmp_path / "turned.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-display_rotation:v:0", "45", "-i", str(plain), "-c", "copy", str(turned)],
+                   check=True)
+    done = cli("analyze", turned, "-o", tmp_path / "out", "--model", tiny_model)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "turns the video by 45 degrees; frames are analysed as stored" in done.stderr
+    meta = read_metadata(tmp_path / "out" / "turned" / "timeline.parquet")
+    assert (meta["width"], meta["height"], meta["decoded_frames"]) == ("320", "240", "20")
+
+
+def test_a_folder_of_undecodable_images_fails_instead_of_publishing_nothing(tmp_path, tiny_model):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"not a jpeg")
+    (folder / "b.png").write_bytes(b"not a png")
+    done = cli("analyze", folder, "-o", tmp_path / "out", "--model", tiny_model)
+    assert done.returncode == 1 and "broken: none of its images could be read" in done.stderr
+    assert not (tmp_path / "out" / "broken").exists() and not leftovers(tmp_path / "out")

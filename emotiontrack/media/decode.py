@@ -62,9 +62,10 @@ class VideoReader:
             filters += (f",select='isnan(t)+isnan(prev_selected_t)+gte({slot % 't'}-{slot % 'prev_selected_t'}\\,1)'"
                         ",showinfo=checksum=0")
         args = (
-            ffmpeg.input(media_path(info.path), threads=codec_threads(info.width, info.height))
+            ffmpeg.input(media_path(info.path), threads=codec_threads(info.width, info.height),
+                         **({} if info.autorotate else {"noautorotate": None}))
             .output("pipe:", format="rawvideo", pix_fmt="yuv420p" if self._i420 else "rgb24", vf=filters,
-                    map="0:v:0", fps_mode="passthrough")
+                    map=f"0:{info.stream}", fps_mode="passthrough")
             .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "info")
             .compile(cmd=ffmpeg_path())
         )

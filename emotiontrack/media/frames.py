@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 
+from emotiontrack.errors import InputError
 from emotiontrack.media.decode import VideoReader
 from emotiontrack.media.stills import image_frames
 from emotiontrack.types import Frame, StageTimes, VideoInfo
@@ -64,6 +65,8 @@ class FrameSource:
             done = frame.index + 1
         if chunk:
             yield chunk
+        if self.info.is_stills and self.frames_read == 0:  # an empty result would be published, and skipped forever
+            raise InputError(f"{self.info.path}: none of its images could be read")
         if self._reader is not None:  # it also counts the frames ffmpeg dropped
             self.frames_read, self.decode_errors = self._reader.frames_read, self._reader.decode_errors
             if on_frames:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import stat
 import subprocess
@@ -12,6 +13,8 @@ from emotiontrack.errors import DecodeError, InputError
 from emotiontrack.media.stills import IMAGE_SUFFIXES, image_files, read_image
 from emotiontrack.media.tools import probe_json
 from emotiontrack.types import VideoInfo
+
+log = logging.getLogger(__name__)
 
 
 def probe(path: Path) -> VideoInfo:
@@ -58,12 +61,18 @@ def _file_kind(path: Path) -> str:
 
 def _video_info(path: Path, data: dict) -> VideoInfo:
     streams = data.get("streams", [])
-    video = next((s for s in streams if s.get("codec_type") == "video" and not _is_cover_art(s)), None)
+    videos = [s for s in streams if s.get("codec_type") == "video" and not _is_cover_art(s)]
+    # The stream a player shows: the default one (several video streams, e.g. a camera's two angles), else the first.
+    video = next((s for s in videos if s.get("disposition", {}).get("default")), videos[0] if videos else None)
     if video is None:
         kinds = sorted({s.get("codec_type", "?") for s in streams}) or ["nothing"]
         raise DecodeError(f"{path}: no video stream (contains {', '.join(kinds)})")
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     rotation = _rotation(video)
+    autorotate = rotation % 90 == 0
+    if not autorotate:  # ffmpeg can only turn frames by quarter turns: analyse them as stored, and say so
+        log.warning("%s: the display matrix turns the video by %d degrees; frames are analysed as stored", path, rotation)
+        rotation = 0
     width, height = int(video.get("width") or 0), int(video.get("height") or 0)
     if width <= 0 or height <= 0:
         raise DecodeError(f"{path}: video stream has no frame size")
@@ -74,7 +83,8 @@ def _video_info(path: Path, data: dict) -> VideoInfo:
     n_frames = int(video["nb_frames"]) if str(video.get("nb_frames", "")).isdigit() else None
     if n_frames is None and math.isfinite(duration):
         n_frames = round(duration * fps)
-    return VideoInfo(path, width, height, fps, duration, n_frames, rotation, audio.get("codec_name") if audio else None)
+    return VideoInfo(path, width, height, fps, duration, n_frames, rotation, audio.get("codec_name") if audio else None,
+                     stream=int(video.get("index", 0)), autorotate=autorotate)
 
 
 def _is_cover_art(stream: dict) -> bool:
