@@ -155,7 +155,13 @@ def analyze_into(staging: Path, path: Path, info: VideoInfo, config: AnalyzeConf
 def _close_all(sinks: Sequence[FrameSink], result: VideoResult) -> None:
     with result.times.measure("annotate"):
         for sink in sinks:
-            sink.close()
+            try:
+                sink.close()
+            except OutputError as exc:
+                if not sink.optional:
+                    raise
+                log.warning("%s; the analysis is published without it", exc)
+                sink.abort()
 
 
 def _write_tables_and_charts(staging: Path, path: Path, result: VideoResult, config: AnalyzeConfig,

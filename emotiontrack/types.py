@@ -32,6 +32,7 @@ class VideoInfo:
     n_frames: int | None  # container estimate; may be wrong or missing
     rotation: int = 0  # degrees the decoder rotates frames to display them
     audio_codec: str | None = None  # first audio stream's codec, None without audio
+    audio_channels: int = 0  # that stream's channels
     is_stills: bool = False  # an image folder or a single image: stills, analysed one by one
     stream: int = 0  # index (among all the file's streams) of the video stream analysed: the one a player shows
     autorotate: bool = True  # False where the display matrix is no multiple of 90 degrees: frames as stored

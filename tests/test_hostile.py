@@ -132,3 +132,56 @@ def test_a_folder_of_undecodable_images_fails_instead_of_publishing_nothing(tmp_
     done = cli("analyze", folder, "-o", tmp_path / "out", "--model", tiny_model)
     assert done.returncode == 1 and "broken: none of its images could be read" in done.stderr
     assert not (tmp_path / "out" / "broken").exists() and not leftovers(tmp_path / "out")
+
+
+def test_frame_numbers_keep_counting_across_a_resolution_change(tmp_path, ffmpeg, tiny_model):
+    """Conferencing recordings change resolution mid-stream; ffmpeg's showinfo restarts its count there."""
+    parts = []
+    for i, size in enumerate(("320x240", "640x360")):
+        part = tmp_path / f"{i}.ts"
+        subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", f"testsrc=size={size}:rate=10:duration=2",
+                        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-muxdelay", "0", "-muxpreload", "0",
+                        "-output_ts_offset", str(2 * i), str(part)], check=True)
+        parts.append(part.read_bytes())
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(parts))
+    done = cli("analyze", joined, "-o", tmp_path / "out", "--model", tiny_model, "--fps", "0", "--no-video")
+    assert done.returncode == 0, done.stderr[-2000:]
+    from emotiontrack.media.decode import VideoReader
+    from emotiontrack.media.probe import probe
+
+    with VideoReader(probe(joined)) as reader:
+        indices = [frame.index for frame in reader]
+    assert indices == list(range(40))
+
+
+def test_sixteen_audio_channels_are_mixed_down_for_the_annotated_video(tmp_path, ffmpeg, tiny_model):
+    """Production cameras record 16-channel PCM, which AAC cannot hold: the video keeps a stereo mix."""
+    source = tmp_path / "camera.mov"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10:duration=2", "-f", "lavfi",
+                    "-i", "sine=frequency=440:duration=2", "-filter_complex", "[1:a]aformat=channel_layouts=hexadecagonal[a]",
+                    "-map", "0:v", "-map", "[a]", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "pcm_s16le", str(source)],
+                   check=True)
+    done = cli("analyze", source, "-o", tmp_path / "out", "--model", tiny_model)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from emotiontrack.media.tools import ffprobe_path
+
+    probe = subprocess.run([ffprobe_path(), "-v", "error", "-show_entries", "stream=codec_name,channels", "-of", "csv=p=0",
+                            str(tmp_path / "out" / "camera" / "annotated.mp4")], capture_output=True, text=True, check=True)
+    assert probe.stdout.split() == ["h264", "aac,2"]
+
+
+def test_a_failing_video_encoder_costs_the_video_not_the_analysis(tmp_path, ffmpeg, two_face_clip, tiny_model):
+    """An ffmpeg that decodes but cannot encode (as with audio AAC cannot hold): the timeline is published."""
+    broken = tmp_path / "ffmpeg"
+    broken.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = libx264 ] && {{ echo "Unsupported encoder setup" >&2; exit 1; }}; done\n'
+                      f'exec "{ffmpeg}" "$@"\n')
+    broken.chmod(0o755)
+    path, _ = two_face_clip
+    done = cli("analyze", path, "-o", tmp_path / "out", "--model", tiny_model, env={"EMOTIONTRACK_FFMPEG": str(broken)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "annotated video: ffmpeg" in done.stderr and "published without it" in done.stderr
+    assert ".partial-" not in done.stderr  # the message names the input, not the staging folder
+    result = tmp_path / "out" / path.stem
+    assert (result / "timeline.parquet").is_file() and not (result / "annotated.mp4").exists()
+    assert not leftovers(tmp_path / "out")

@@ -82,6 +82,9 @@ class VideoReader:
             stage, index, pts = int(match[1]), int(match[2]), match[3]
             time_s = math.nan if pts == "NOPTS" else float(match[4])
             if stage == 0:
+                # showinfo's own count restarts whenever the filter graph is rebuilt (a resolution change
+                # mid-stream, as in conferencing recordings): the source index is this count of decoded frames.
+                index = self.frames_read
                 self.frames_read += 1
                 if self._sampled:
                     self._decoded.append((pts, index, time_s))

@@ -7,6 +7,7 @@ name and moved into place when ffmpeg has finished.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -21,7 +22,10 @@ from emotiontrack.media.tools import StderrTail, codec_threads, ffmpeg_path, med
 from emotiontrack.outputs.files import temporary_path
 from emotiontrack.types import VideoInfo
 
+log = logging.getLogger(__name__)
+
 COPIED_AUDIO = {"aac"}
+AAC_MAX_CHANNELS = 8  # 7.1; more (16-channel PCM from production cameras) is mixed down to stereo
 
 
 class VideoEncoder:
@@ -29,6 +33,7 @@ class VideoEncoder:
 
     def __init__(self, path: Path, info: VideoInfo, width: int, height: int, crf: int = 23, preset: str = "ultrafast"):
         self.path, self.tmp = path, temporary_path(path)
+        self.label = f"{info.path}: annotated video"  # messages name the input, not the staging folder
         # Even-sized frames cross the pipe as I420 (converted by OpenCV, the inverse of the decoder's
         # conversion); odd sizes go as RGB and are padded by a pixel, as yuv420p needs even sizes.
         self._i420 = width % 2 == 0 and height % 2 == 0
@@ -36,10 +41,13 @@ class VideoEncoder:
                              s=f"{width}x{height}", framerate=str(info.fps))
         if not self._i420:
             video = video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
-        streams, audio_args = [video], {}
+        streams, audio_args = [video], dict[str, str | int]()
         if info.audio_codec:
             streams.append(ffmpeg.input(media_path(info.path))["a:0"])
             audio_args = {"acodec": "copy"} if info.audio_codec in COPIED_AUDIO else {"acodec": "aac", "audio_bitrate": "160k"}
+            if audio_args["acodec"] == "aac" and info.audio_channels > AAC_MAX_CHANNELS:  # production cameras' 16
+                log.info("%s: the annotated video's audio is %d channels mixed down to stereo", info.path, info.audio_channels)
+                audio_args["ac"] = 2
         args = (
             ffmpeg.output(*streams, media_path(self.tmp), format="mp4", vcodec="libx264", preset=preset, crf=crf,
                           threads=codec_threads(width, height),
@@ -67,7 +75,7 @@ class VideoEncoder:
             self._stdin.write(data.data)
         except (BrokenPipeError, OSError):
             self.abort()
-            raise OutputError(f"{self.path}: ffmpeg stopped encoding ({self._stderr.last_error()})") from None
+            raise OutputError(f"{self.label}: ffmpeg stopped encoding ({self._stderr.last_error()})") from None
         self.frames_written += 1
 
     def finish(self, timeout_s: float = 300.0) -> None:
@@ -76,11 +84,11 @@ class VideoEncoder:
             code = self._proc.wait(timeout_s)  # a watchdog: ffmpeg only has to flush what it holds
         except subprocess.TimeoutExpired:
             self.abort()
-            raise OutputError(f"{self.path}: ffmpeg did not finish encoding within {timeout_s:.0f} s") from None
+            raise OutputError(f"{self.label}: ffmpeg did not finish encoding within {timeout_s:.0f} s") from None
         self._stderr.join(timeout=5)
         if code != 0:
             self.tmp.unlink(missing_ok=True)
-            raise OutputError(f"{self.path}: ffmpeg could not encode the video ({self._stderr.last_error()})")
+            raise OutputError(f"{self.label}: ffmpeg could not encode it ({self._stderr.last_error()})")
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:

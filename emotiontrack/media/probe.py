@@ -84,6 +84,7 @@ def _video_info(path: Path, data: dict) -> VideoInfo:
     if n_frames is None and math.isfinite(duration):
         n_frames = round(duration * fps)
     return VideoInfo(path, width, height, fps, duration, n_frames, rotation, audio.get("codec_name") if audio else None,
+                     audio_channels=int(audio.get("channels") or 0) if audio else 0,
                      stream=int(video.get("index", 0)), autorotate=autorotate)
 
 

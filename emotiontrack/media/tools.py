@@ -88,6 +88,10 @@ def probe_json(path: Path, timeout_s: float = 60.0) -> dict:
     return json.loads(done.stdout.decode("utf-8", "replace"))
 
 
+_CAUSES = ("unsupported", "not found", "no such", "denied", "not supported", "too many")
+_ERRORS = ("error", "invalid", "failed")
+
+
 class StderrTail(threading.Thread):
     """Drains a process's stderr (so it never blocks), keeps the last lines, passes each to a callback."""
 
@@ -107,11 +111,15 @@ class StderrTail(threading.Thread):
                 self.on_line(line)
 
     def last_error(self) -> str:
-        """The most telling line ffmpeg printed, for a one-line message."""
-        for line in reversed(self.lines):
-            if any(word in line.lower() for word in ("error", "invalid", "not found", "no such", "denied", "failed")):
-                return line.split("] ", 1)[-1].strip()
-        return self.lines[-1].strip() if self.lines else "no output"
+        """The most telling line ffmpeg printed, for a one-line message: the first that names a cause
+        ("Unsupported channel layout"), else the last error, else the last line."""
+        lines = [part.split("] ", 1)[-1].strip() for line in self.lines for part in line.replace("\r", "\n").split("\n")]
+        lines = [line for line in lines if line]
+        for words in (_CAUSES, _ERRORS):
+            found = [line for line in lines if any(word in line.lower() for word in words)]
+            if found:
+                return found[0] if words is _CAUSES else found[-1]
+        return lines[-1] if lines else "no output"
 
 
 PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size; 16x the default pipe, far fewer wake-ups per frame

@@ -65,6 +65,7 @@ class BestCrops:
     `close` writes them as <folder>/<id>.jpg."""
 
     wants_all_frames = False
+    optional = False
 
     def __init__(self, folder: Path):
         self.folder = folder

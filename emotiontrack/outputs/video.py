@@ -104,6 +104,7 @@ class AnnotatedVideo:
     """
 
     wants_all_frames = True
+    optional = True  # its failure costs the video, not the analysis
 
     def __init__(self, path: Path, info: VideoInfo, smooth_s: float, max_gap_s: float, sample_interval_s: float,
                  annotator: FaceAnnotator | None = None):
@@ -134,8 +135,9 @@ class AnnotatedVideo:
             raise self._error
 
     def push(self, frame: Frame, faces: Faces | None = None) -> None:
-        while True:
-            self._check()
+        """Queue a frame for drawing. After a failure frames are dropped: `close` raises it, and the analysis
+        goes on without the video (it is optional)."""
+        while self._error is None:
             try:
                 self._inbox.put((frame, faces), timeout=0.5)
                 return
@@ -224,6 +226,7 @@ class AnnotatedStills:
     """Frame sink writing one annotated JPEG per still of an image folder, <folder>/<image stem>.jpg."""
 
     wants_all_frames = False
+    optional = False
 
     def __init__(self, folder: Path, annotator: FaceAnnotator | None = None):
         self.folder, self.annotator = folder, annotator or FaceAnnotator()

@@ -21,6 +21,7 @@ class FrameSink(Protocol):
     then `close` (the output is complete) or `abort` (stop, leaving nothing behind)."""
 
     wants_all_frames: bool  # False: only analysed frames are pushed
+    optional: bool  # True: if it fails (OutputError), the input is published without its output
 
     def push(self, frame: Frame, faces: Faces | None) -> None: ...
 
