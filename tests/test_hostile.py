@@ -1,10 +1,12 @@
 """Hostile but realistic inputs (issue 19), built in code and run as a user runs them: each must end with a
 clean outcome (one line, no traceback, nothing left behind) and, where it succeeds, a right result."""
 
+import json
 import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from conftest import cli, leftovers
 from PIL import Image
@@ -185,3 +187,49 @@ def test_a_failing_video_encoder_costs_the_video_not_the_analysis(tmp_path, ffmp
     result = tmp_path / "out" / path.stem
     assert (result / "timeline.parquet").is_file() and not (result / "annotated.mp4").exists()
     assert not leftovers(tmp_path / "out")
+
+
+def test_same_named_inputs_from_two_runs_both_keep_their_results(tmp_path, two_face_clip, tiny_model):
+    path, _ = two_face_clip
+    for folder in ("day1", "day2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "clip.mp4").write_bytes(path.read_bytes())
+        done = cli("analyze", tmp_path / folder / "clip.mp4", "-o", tmp_path / "out", "--model", tiny_model, "--no-video")
+        assert done.returncode == 0, done.stderr[-2000:]
+    manifests = sorted((tmp_path / "out").glob("clip*/manifest.json"))
+    sources = {json.loads(m.read_text())["source"] for m in manifests}
+    assert sources == {str(tmp_path / "day1" / "clip.mp4"), str(tmp_path / "day2" / "clip.mp4")}
+    again = cli("analyze", tmp_path / "day1" / "clip.mp4", "-o", tmp_path / "out", "--model", tiny_model, "--no-video")
+    assert "skipped" in again.stderr and len(list((tmp_path / "out").glob("clip*/manifest.json"))) == 2
+
+
+def test_an_image_folder_edited_in_place_is_analysed_again(tmp_path, tiny_model):
+    skimage_data = pytest.importorskip("skimage.data")
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    Image.fromarray(skimage_data.astronaut()).save(folder / "a.png")
+    Image.fromarray(skimage_data.coffee()).save(folder / "b.png")
+    args = ("analyze", folder, "-o", tmp_path / "out", "--model", tiny_model, "--no-video")
+    assert cli(*args).returncode == 0
+    assert "skipped" in cli(*args).stderr
+    stat = (folder / "b.png").stat()
+    Image.fromarray(skimage_data.astronaut()[::-1]).save(folder / "b.png")  # replaced in place, folder unchanged
+    os.utime(folder, ns=(stat.st_atime_ns, folder.stat().st_mtime_ns))
+    redone = cli(*args)
+    assert redone.returncode == 0 and "skipped" not in redone.stderr
+
+
+def test_an_input_given_twice_is_analysed_once(tmp_path, two_face_clip, tiny_model):
+    path, _ = two_face_clip
+    done = cli("analyze", path, path, "-o", tmp_path / "out", "--model", tiny_model, "--no-video")
+    assert done.returncode == 0 and "1 done" in done.stderr and "given more than once" in done.stderr
+    assert len(pd.read_parquet(tmp_path / "out" / "summary.parquet").video.unique()) == 1
+
+
+def test_a_file_named_corrupt_is_not_counted_as_damaged(tmp_path, two_face_clip, tiny_model):
+    path, _ = two_face_clip
+    named = tmp_path / "corrupt error.mp4"
+    named.write_bytes(path.read_bytes())
+    done = cli("analyze", named, "-o", tmp_path / "out", "--model", tiny_model, "--no-video")
+    assert done.returncode == 0 and "decoder errors" not in done.stderr
+    assert read_metadata(tmp_path / "out" / "corrupt error" / "timeline.parquet")["decode_errors"] == "0"

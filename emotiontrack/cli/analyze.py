@@ -73,6 +73,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
         check_output_dir(args.output)  # before any model is loaded
         models = load_models(config)
+    args.paths = _once_each(args.paths)
     outcomes = _analyze_all(args, config, models, console)
     write_run_summary(args.output, outcomes)
     _print_summary(console, outcomes, time.monotonic() - started)
@@ -110,6 +111,17 @@ def _analyze_all(args: argparse.Namespace, config, models, console: Console) -> 
         # Threads share the models; torch and ffmpeg release the GIL, so inputs overlap.
         with ThreadPoolExecutor(jobs) as pool:
             return list(pool.map(run_one, args.paths))
+
+
+def _once_each(paths: list[Path]) -> list[Path]:
+    """The inputs in the order given, each once (the same file named twice is analysed once)."""
+    first: dict[Path, Path] = {}
+    for path in paths:
+        first.setdefault(path.absolute(), path)
+    unique = list(first.values())
+    if len(unique) < len(paths):
+        log.info("%d input(s) given more than once: each is analysed once", len(paths) - len(unique))
+    return unique
 
 
 def _say_outcome(console: Console, path: Path, outcome) -> None:

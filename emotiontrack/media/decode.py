@@ -43,6 +43,7 @@ class VideoReader:
 
     def __init__(self, info: VideoInfo, sample_fps: float | None = None, stall_timeout_s: float = 60.0):
         self.info, self.stall_timeout_s = info, stall_timeout_s
+        self._path_text = media_path(info.path)
         self.decode_errors = 0  # decoder complaints (corrupt packets, concealed slices)
         self.frames_read = 0  # every decoded frame, passed on or not
         # (pts, index, time) of the latest decoded frames: a sampled frame's index is looked up here by its pts
@@ -92,7 +93,7 @@ class VideoReader:
                     self._timestamps.put((index, time_s))
             else:  # a sampled frame: its source index is the one showinfo_0 gave the latest frame with its pts
                 self._timestamps.put(next(((i, t) for p, i, t in reversed(self._decoded) if p == pts), (index, time_s)))
-        elif _DECODE_ERROR.search(line):
+        elif _DECODE_ERROR.search(line.replace(self._path_text, "")):  # "corrupt.mp4" is no decoder error
             self.decode_errors += 1
 
     def _read_frames(self) -> None:

@@ -18,14 +18,21 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm"}
 
 
-def image_files(folder: Path) -> list[Path]:
-    """The images of a folder (sorted by name; other files are skipped with a note), or an image itself."""
+def image_files(folder: Path, note: bool = True) -> list[Path]:
+    """The images of a folder (sorted by name), or an image itself. Other files and subfolders are not
+    analysed; with `note`, the log says so."""
     if folder.is_file():
         return [folder]
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    skipped = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
-    if skipped:
-        log.info("%s: skipping %d non-image file(s): %s", folder, len(skipped), ", ".join(skipped[:5]))
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    files = [p for p in entries if p.is_file()]
+    if note:
+        skipped = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+        if skipped:
+            log.info("%s: skipping %d non-image file(s): %s", folder, len(skipped), ", ".join(skipped[:5]))
+        subfolders = [p.name + "/" for p in entries if p.is_dir()]
+        if subfolders:
+            log.info("%s: not looking into %d subfolder(s) (give them as inputs of their own): %s", folder,
+                     len(subfolders), ", ".join(subfolders[:5]))
     return [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
 
 

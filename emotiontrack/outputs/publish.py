@@ -19,21 +19,30 @@ from pathlib import Path
 
 from emotiontrack import __version__
 from emotiontrack.config import AnalyzeConfig
+from emotiontrack.media.stills import image_files
 from emotiontrack.outputs.files import make_private_dir, write_text
 
 MANIFEST = "manifest.json"
 
 
 def output_dirs(paths: Sequence[Path], out: Path) -> dict[Path, Path]:
-    """A distinct output folder per input, named after its stem (plus a path hash where stems collide)."""
+    """A distinct output folder per input, named after its stem, plus a hash of its path where stems collide
+    in this run or the folder holds another input's result from an earlier run (nothing is replaced)."""
     stems = Counter(_stem(p) for p in paths)
     dirs = {}
     for path in paths:
         name = _stem(path)
-        if stems[name] > 1:
+        if stems[name] > 1 or _holds_another_source(out / name, path):
             name += "-" + hashlib.sha1(str(path.absolute()).encode()).hexdigest()[:8]
         dirs[path] = out / name
     return dirs
+
+
+def _holds_another_source(folder: Path, path: Path) -> bool:
+    try:
+        return json.loads((folder / MANIFEST).read_text()).get("source") != str(path.absolute())
+    except (OSError, ValueError):
+        return False  # no finished result there
 
 
 def _stem(path: Path) -> str:
@@ -42,10 +51,16 @@ def _stem(path: Path) -> str:
 
 
 def manifest_key(path: Path, config: AnalyzeConfig, model_sha256: str) -> dict[str, object]:
-    """What identifies a result: the source (path, size, modification time), the model and the settings."""
+    """What identifies a result: the source (path, size, modification time; for a folder, those of each of
+    its images), the model and the settings."""
     stat = path.stat()
-    return {"emotiontrack_version": __version__, "model_sha256": model_sha256, "settings": config.settings(),
-            "source": str(path.absolute()), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+    key: dict[str, object] = {"emotiontrack_version": __version__, "model_sha256": model_sha256,
+                              "settings": config.settings(), "source": str(path.absolute()),
+                              "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+    if path.is_dir():  # a file replaced in place changes neither the folder's size nor its modification time
+        listing = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in image_files(path, note=False)]
+        key["source_images"] = hashlib.sha1(json.dumps(listing).encode()).hexdigest()
+    return key
 
 
 def is_complete(path: Path, out_dir: Path, config: AnalyzeConfig, model_sha256: str) -> bool:
