@@ -233,3 +233,48 @@ def test_a_file_named_corrupt_is_not_counted_as_damaged(tmp_path, two_face_clip,
     done = cli("analyze", named, "-o", tmp_path / "out", "--model", tiny_model, "--no-video")
     assert done.returncode == 0 and "decoder errors" not in done.stderr
     assert read_metadata(tmp_path / "out" / "corrupt error" / "timeline.parquet")["decode_errors"] == "0"
+
+
+@pytest.mark.timeout(300)
+def test_jobs_2_stops_within_seconds_of_ctrl_c_and_leaves_nothing(tmp_path, tiny_model):
+    import signal
+    import time
+
+    from emotiontrack.synthetic import Sprite, astronaut_face, linear_path, write_clip
+
+    face = astronaut_face(160)
+    clips = []
+    for name in ("one", "two"):
+        clip = tmp_path / f"{name}.mp4"
+        write_clip(clip, [Sprite(lambda t: face, linear_path((10, 10), (300, 120), 30.0))], size=(480, 270),
+                   duration_s=30.0)
+        clips.append(clip)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*cli_prefix(), "analyze", *map(str, clips), "-o", str(out), "--model", str(tiny_model),
+                             "--fps", "0", "--jobs", "2"], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while len([p for p in out.glob(".*.partial-*")]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    _, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - interrupted < 15
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    assert not leftovers(out) and not (out / "one").exists() and not (out / "two").exists()
+
+
+def test_staging_left_by_a_killed_run_is_swept_and_a_cut_replacement_put_back(tmp_path, two_face_clip, tiny_model):
+    out = tmp_path / "out"
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a process that is gone: what a killed run leaves looks like this
+    (out / f".clip.partial-{dead.pid}-0000").mkdir(parents=True)
+    (out / f".clip.partial-{dead.pid}-0000" / ".timeline.x.tmp.parquet").write_bytes(b"half")
+    (out / f".kept.old-{dead.pid}-1").mkdir()
+    (out / f".kept.old-{dead.pid}-1" / "manifest.json").write_text("{}")
+    path, _ = two_face_clip
+    done = cli("analyze", path, "-o", out, "--model", tiny_model, "--no-video")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not leftovers(out) and (out / "kept" / "manifest.json").is_file()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -69,9 +70,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
     config = AnalyzeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AnalyzeConfig)})
     with loading():  # the same garbage-collection policy as the API's load_models (runtime.py)
         from emotiontrack.batch import check_output_dir, write_run_summary
+        from emotiontrack.outputs.publish import sweep_leftovers
         from emotiontrack.pipeline import load_models
 
         check_output_dir(args.output)  # before any model is loaded
+        for leftover in sweep_leftovers(args.output):
+            log.info("removed %s, left by an interrupted run", leftover)
         models = load_models(config)
     args.paths = _once_each(args.paths)
     outcomes = _analyze_all(args, config, models, console)
@@ -95,11 +99,18 @@ def _analyze_all(args: argparse.Namespace, config, models, console: Console) -> 
     with progress_bars(console) as progress:
         overall = progress.add_task("inputs", total=len(args.paths))
 
+        cancel = threading.Event()  # set when Ctrl-C or SIGTERM reaches the main thread
+
+        def on_frames(task, n: int) -> None:
+            if cancel.is_set():  # stop this input at its next frame; its staging folder is removed
+                raise Cancelled()
+            progress.advance(task, n)
+
         def run_one(path: Path):
             task = progress.add_task(_short(path), total=None)
             outcome = analyze_input(path, dirs[path], config, models, overwrite=args.overwrite,
                                     on_start=lambda info: progress.update(task, total=info.n_frames),
-                                    on_frames=lambda n: progress.advance(task, n))
+                                    on_frames=lambda n: on_frames(task, n))
             done = progress.tasks[task].completed or 1
             progress.update(task, total=done, completed=done)
             _say_outcome(progress.console, path, outcome)
@@ -110,7 +121,18 @@ def _analyze_all(args: argparse.Namespace, config, models, console: Console) -> 
             return [run_one(path) for path in args.paths]
         # Threads share the models; torch and ffmpeg release the GIL, so inputs overlap.
         with ThreadPoolExecutor(jobs) as pool:
-            return list(pool.map(run_one, args.paths))
+            futures = [pool.submit(run_one, path) for path in args.paths]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:  # Ctrl-C or SIGTERM: the inputs in flight stop at their next frame
+                cancel.set()
+                for future in futures:
+                    future.cancel()
+                raise
+
+
+class Cancelled(BaseException):
+    """Raised in an input's thread to stop it when the run is interrupted."""
 
 
 def _once_each(paths: list[Path]) -> list[Path]:

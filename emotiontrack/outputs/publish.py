@@ -85,6 +85,37 @@ def write_manifest(staging: Path, key: dict[str, object], extra: dict[str, objec
     write_text(staging / MANIFEST, json.dumps(manifest, indent=2))
 
 
+def sweep_leftovers(out: Path) -> list[Path]:
+    """Clean up after runs that were killed or interrupted twice: remove staging folders whose process is gone,
+    and put back a result whose replacement was cut short (`publish`). Returns what was removed."""
+    removed = []
+    for folder in out.glob(".*.partial-*") if out.is_dir() else []:
+        if not _alive(folder.name.rsplit(".partial-", 1)[1]):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    for old in out.glob(".*.old-*") if out.is_dir() else []:
+        name, owner = old.name[1:].rsplit(".old-", 1)
+        if _alive(owner):
+            continue
+        if (out / name).exists():
+            shutil.rmtree(old, ignore_errors=True)
+            removed.append(old)
+        else:  # interrupted between the two renames: the older result is still the result
+            os.replace(old, out / name)
+    return removed
+
+
+def _alive(stamp: str) -> bool:
+    """Whether the process whose pid starts `stamp` ("<pid>-...") is running."""
+    try:
+        os.kill(int(stamp.split("-", 1)[0]), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, PermissionError):
+        return True  # not ours to judge
+    return True
+
+
 def publish(staging: Path, final: Path) -> None:
     """Move a finished staging folder to its final name, replacing an older result."""
     old = None
