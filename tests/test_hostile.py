@@ -278,3 +278,29 @@ def test_staging_left_by_a_killed_run_is_swept_and_a_cut_replacement_put_back(tm
     done = cli("analyze", path, "-o", out, "--model", tiny_model, "--no-video")
     assert done.returncode == 0, done.stderr[-2000:]
     assert not leftovers(out) and (out / "kept" / "manifest.json").is_file()
+
+
+@pytest.mark.timeout(600)
+def test_the_timeline_does_not_depend_on_drawing_the_video(tmp_path, models):
+    """The annotated video is an output: with it or without it (--no-video), the same rows, boxes, emotions."""
+    from emotiontrack.batch import analyze_input
+    from emotiontrack.config import AnalyzeConfig
+    from emotiontrack.synthetic import Sprite, astronaut_face, linear_path, write_clip
+
+    faces = [astronaut_face(s, mirrored=bool(i % 2)) for i, s in enumerate((150, 130, 160, 140))]
+    paths = [linear_path((20, 20), (300, 60), 30.0, hidden=[(9.0, 10.5)]),
+             linear_path((1000, 40), (700, 90), 30.0, appears_s=6.0),
+             linear_path((40, 500), (330, 420), 30.0),
+             linear_path((1050, 520), (760, 430), 30.0, hidden=[(17.0, 17.6)])]
+    sprites = [Sprite(lambda t, f=f: f, p) for f, p in zip(faces, paths)]
+    clip = tmp_path / "four.mp4"
+    write_clip(clip, sprites, size=(1280, 720), fps=25, duration_s=30.0)
+    timelines = []
+    for video in (True, False):
+        out = tmp_path / f"video-{video}"
+        outcome = analyze_input(clip, out / "four", AnalyzeConfig(sample_fps=2.5, video=video, device="cpu"), models)
+        assert outcome.ok, outcome.error
+        assert (out / "four" / "annotated.mp4").is_file() == video
+        timelines.append(pd.read_parquet(out / "four" / "timeline.parquet"))
+    assert len(timelines[0]) > 200
+    pd.testing.assert_frame_equal(timelines[0], timelines[1])

@@ -8,10 +8,11 @@ Glossary:
 - *expected faces*: the boxes where the tracker predicts its live tracks at a frame's time.
 - *second look*: after a whole-frame look, MTCNN again on an enlarged crop around each expected face it
   missed, with looser thresholds (`FaceDetector.detect_around`).
-- *due*: a whole-frame look is due when `every_s` seconds have passed since the last one, at stills, and
-  at any frame where following missed an expected face (hidden, turned away, gone), so that a face that
-  reappears elsewhere is found as soon as with a whole-frame look at every frame, while its track still
-  accepts it.
+- *due*: a whole-frame look is due every `every_s` seconds of video (counted from the first analysed
+  frame, whatever frames were looked at in between, so that the results do not depend on how frames are
+  grouped into chunks), and at stills. Besides, any frame where following missed an expected face (hidden,
+  turned away, gone) gets a whole-frame look, so that a face that reappears elsewhere is found as soon as
+  with a whole-frame look at every frame, while its track still accepts it.
 """
 
 from __future__ import annotations
@@ -53,9 +54,8 @@ class FaceFinder:
             followed = self.detector.follow(frame, expected)
             if len(followed) == len(expected):  # every expected face is where it should be
                 return followed
-        if full_look is None:  # nobody to follow, or somebody lost: look at the whole frame
-            self._last_full_s = frame.time_s
-            full_look = self.detector.detect([frame])[0]
+        if full_look is None:  # nobody to follow, or somebody lost: look at the whole frame now (the schedule
+            full_look = self.detector.detect([frame])[0]  # of due looks stays as it was: see the glossary)
         return look_again(frame, full_look, expected, self.detector)
 
     def _full_look_due(self, time_s: float) -> bool:
