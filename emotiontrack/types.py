@@ -36,6 +36,12 @@ class VideoInfo:
     is_stills: bool = False  # an image folder or a single image: stills, analysed one by one
     stream: int = 0  # index (among all the file's streams) of the video stream analysed: the one a player shows
     autorotate: bool = True  # False where the display matrix is no multiple of 90 degrees: frames as stored
+    base_fps: Fraction = Fraction(0)  # the rate frames are shown at between gaps (0: the average rate)
+
+    @property
+    def output_fps(self) -> Fraction:
+        """The constant rate of the annotated video."""
+        return self.base_fps or self.fps
 
 
 @dataclass(frozen=True, slots=True)

@@ -304,3 +304,22 @@ def test_the_timeline_does_not_depend_on_drawing_the_video(tmp_path, models):
         timelines.append(pd.read_parquet(out / "four" / "timeline.parquet"))
     assert len(timelines[0]) > 200
     pd.testing.assert_frame_equal(timelines[0], timelines[1])
+
+
+def test_the_annotated_video_keeps_a_paused_recordings_duration_and_sync(tmp_path, ffmpeg, tiny_model):
+    """Frames stop for 30 s (a paused recording; the audio runs on): the annotated video holds the picture."""
+    source = tmp_path / "paused.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10:duration=4", "-f", "lavfi",
+                    "-i", "sine=duration=34", "-vf", "setpts='if(gte(N,20),PTS+30/TB,PTS)'", "-fps_mode", "passthrough",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(source)], check=True)
+    done = cli("analyze", source, "-o", tmp_path / "out", "--model", tiny_model)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from emotiontrack.media.tools import ffprobe_path
+
+    def durations(path):
+        out = subprocess.run([ffprobe_path(), "-v", "error", "-show_entries", "stream=duration", "-of", "csv=p=0",
+                              str(path)], capture_output=True, text=True, check=True).stdout.split()
+        return [float(d) for d in out]
+
+    video, audio = durations(tmp_path / "out" / "paused" / "annotated.mp4")
+    assert abs(video - 34.0) <= 0.25 and abs(audio - 34.0) <= 0.25

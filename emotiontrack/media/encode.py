@@ -38,7 +38,7 @@ class VideoEncoder:
         # conversion); odd sizes go as RGB and are padded by a pixel, as yuv420p needs even sizes.
         self._i420 = width % 2 == 0 and height % 2 == 0
         video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="yuv420p" if self._i420 else "rgb24",
-                             s=f"{width}x{height}", framerate=str(info.fps))
+                             s=f"{width}x{height}", framerate=str(info.output_fps))
         if not self._i420:
             video = video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
         streams, audio_args = [video], dict[str, str | int]()
@@ -59,6 +59,7 @@ class VideoEncoder:
         self._stdin, self._stderr = pipe(self._proc.stdin), StderrTail(pipe(self._proc.stderr))
         self._yuv = np.empty((height * 3 // 2, width), np.uint8) if self._i420 else None  # reused every frame
         self.frames_written = 0
+        self._last: np.ndarray | None = None
 
     def write(self, rgb: NDArray[np.uint8]) -> None:
         """Encode an RGB frame (height, width, 3)."""
@@ -70,7 +71,13 @@ class VideoEncoder:
             raise ValueError("I420 frames need even sides")
         self._send(planes)
 
+    def repeat_last(self) -> None:
+        """Encode the last frame again (its buffer still holds it: the next frame has not been drawn yet)."""
+        if self._last is not None:
+            self._send(self._last)
+
     def _send(self, data: np.ndarray) -> None:
+        self._last = data
         try:
             self._stdin.write(data.data)
         except (BrokenPipeError, OSError):

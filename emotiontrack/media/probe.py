@@ -79,13 +79,16 @@ def _video_info(path: Path, data: dict) -> VideoInfo:
     if rotation % 180:
         width, height = height, width
     fps = _fraction(video.get("avg_frame_rate")) or _fraction(video.get("r_frame_rate")) or Fraction(25)
+    # A recording paused for a while has a low average rate; its frames still come at the base rate.
+    base = _fraction(video.get("r_frame_rate"))
+    base_fps = base if base is not None and fps <= base <= max(Fraction(60), fps) else fps
     duration = _float(video.get("duration")) or _float(data.get("format", {}).get("duration")) or math.nan
     n_frames = int(video["nb_frames"]) if str(video.get("nb_frames", "")).isdigit() else None
     if n_frames is None and math.isfinite(duration):
         n_frames = round(duration * fps)
     return VideoInfo(path, width, height, fps, duration, n_frames, rotation, audio.get("codec_name") if audio else None,
                      audio_channels=int(audio.get("channels") or 0) if audio else 0,
-                     stream=int(video.get("index", 0)), autorotate=autorotate)
+                     stream=int(video.get("index", 0)), autorotate=autorotate, base_fps=base_fps)
 
 
 def _is_cover_art(stream: dict) -> bool:

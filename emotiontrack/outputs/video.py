@@ -187,6 +187,7 @@ class _AnnotationState:
         self._pending_bytes = 0
         self._encoder: VideoEncoder | None = None
         self._canvas: NDArray[np.uint8] | None = None  # the frame being drawn, one buffer reused throughout
+        self._first_s = 0.0  # time of the first frame: the output's zero
 
     def push(self, frame: Frame, faces: Faces | None = None) -> None:
         if faces is not None:
@@ -203,6 +204,15 @@ class _AnnotationState:
             if self._encoder is None:
                 self._encoder = VideoEncoder(self.path, self.info, width, height)
                 self._canvas = np.empty_like(frame.pixels)
+                self._first_s = frame.time_s
+            # The video runs at the source's average rate: a frame goes to the output frame of its time, the last
+            # picture is held across a gap in the timestamps (a paused recording), and a frame that comes sooner
+            # than the next output frame (a burst in a variable rate) is left out, so duration and sync hold.
+            slot = round((frame.time_s - self._first_s) * float(self.info.output_fps))
+            if slot < self._encoder.frames_written:
+                continue
+            while self._encoder.frames_written < slot:
+                self._encoder.repeat_last()
             boxes = self.history.at(frame.time_s)
             assert self._canvas is not None  # made with the encoder
             if frame.is_i420:
