@@ -34,7 +34,7 @@ from emotiontrack.outputs.timeline import timeline_metadata, timeline_table, wri
 from emotiontrack.outputs.video import AnnotatedStills, AnnotatedVideo
 from emotiontrack.pipeline import Models, analyze_video
 from emotiontrack.stages.classify_worker import FrameSink
-from emotiontrack.types import VideoInfo, VideoResult
+from emotiontrack.types import VideoInfo, VideoResult, path_text
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def analyze_into(staging: Path, path: Path, info: VideoInfo, config: AnalyzeConf
             sink.abort()
         raise
     links = [f for f in (VIDEO, "annotated/", TIMELINE, FACES) if (staging / f).exists()]
-    video_report(staging, str(path), faces, timeline_metadata(result, config, models.classifier.model_sha256), charts, links)
+    video_report(staging, path_text(path), faces, timeline_metadata(result, config, models.classifier.model_sha256), charts, links)
     write_manifest(staging, manifest_key(path, config, models.classifier.model_sha256),
                    {"wall_s": time.monotonic() - started, "stage_seconds": dict(result.times)})
     return result
@@ -166,13 +166,13 @@ def _close_all(sinks: Sequence[FrameSink], result: VideoResult) -> None:
 
 def _write_tables_and_charts(staging: Path, path: Path, result: VideoResult, config: AnalyzeConfig,
                              models: Models) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
-    name = str(path)
+    name = path_text(path)
     table = timeline_table(result, config, models.classifier.model_sha256, name)
     write_parquet(table, staging / TIMELINE)
     timeline = table.to_pandas()
     faces = faces_table(timeline, name, config.sample_interval_s(float(result.info.fps)))
     write_parquet(pa.Table.from_pandas(faces, preserve_index=False), staging / FACES)
-    title = path.name or str(path)
+    title = path_text(path.name or path)
     charts = [c for c in (plot_timelines(timeline, faces, title, staging / "timeline.png"),
                           plot_shares(faces, title, staging / "shares.png")) if c is not None]
     return timeline, faces, charts

@@ -29,7 +29,7 @@ from emotiontrack.stages.classify_worker import ClassifyWorker, FrameSink
 from emotiontrack.stages.detect import FaceDetector
 from emotiontrack.stages.schedule import FaceFinder
 from emotiontrack.stages.track import FaceTracker
-from emotiontrack.types import VideoInfo, VideoResult
+from emotiontrack.types import VideoInfo, VideoResult, path_text
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,6 @@ def analyze(path: str | Path, models: Models | None = None, **settings) -> pd.Da
     config = AnalyzeConfig(**settings)
     models = models or load_models(config)
     result = analyze_video(probe(Path(path)), config, models)
-    frame = timeline_table(result, config, models.classifier.model_sha256, str(path)).to_pandas()
+    frame = timeline_table(result, config, models.classifier.model_sha256, path_text(path)).to_pandas()
     frame.attrs["emotiontrack"] = timeline_metadata(result, config, models.classifier.model_sha256)
     return frame

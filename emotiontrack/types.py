@@ -16,6 +16,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+
+def path_text(path: Path | str) -> str:
+    """A path as text for outputs (tables, reports, folder names): a name that is not UTF-8 (Latin-1 bytes on
+    Linux) shows its odd bytes as escapes (\\xe9) instead of breaking UTF-8 writers."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 INPUT_SIZE = 48  # side of the grayscale face crops the emotion model takes (FER2013's images)
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import cli, leftovers
@@ -323,3 +324,28 @@ def test_the_annotated_video_keeps_a_paused_recordings_duration_and_sync(tmp_pat
 
     video, audio = durations(tmp_path / "out" / "paused" / "annotated.mp4")
     assert abs(video - 34.0) <= 0.25 and abs(audio - 34.0) <= 0.25
+
+
+def test_odd_names_and_numbers(tmp_path, two_face_clip, tiny_model):
+    """A Latin-1 file name, a 245-character name, and --fps inf."""
+    path, _ = two_face_clip
+    latin1 = tmp_path / os.fsdecode(b"caf\xe9.mp4")
+    latin1.write_bytes(path.read_bytes())
+    long_name = tmp_path / ("x" * 245 + ".mp4")
+    long_name.write_bytes(path.read_bytes())
+    done = cli("analyze", latin1, long_name, "-o", tmp_path / "out", "--model", tiny_model, "--no-video")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    names = sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir())
+    assert "caf\\xe9" in names and any(n.startswith("xxx") and len(n.encode()) <= 200 for n in names)
+    assert pd.read_parquet(tmp_path / "out" / "caf\\xe9" / "timeline.parquet").video.iloc[0].endswith("caf\\xe9.mp4")
+    bad = cli("analyze", path, "-o", tmp_path / "out2", "--fps", "inf")
+    assert bad.returncode == 2 and "--fps: must be a finite number" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_float_tiff_is_not_read_black(tmp_path):
+    from emotiontrack.media.stills import read_image
+
+    ramp = np.linspace(0, 1, 64 * 32, dtype=np.float32).reshape(32, 64)
+    Image.fromarray(ramp, mode="F").save(tmp_path / "ramp.tif")
+    image = read_image(tmp_path / "ramp.tif")
+    assert image.shape == (32, 64, 3) and image.max() >= 250 and image.min() <= 5

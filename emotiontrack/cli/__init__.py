@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                         handlers=[RichHandler(console=console, show_path=False)])
     for noisy in ("PIL", "matplotlib", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Libraries' Python warnings (PIL's large images, matplotlib's missing glyphs) go to the log, shown with -v.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return COMMANDS[args.command].run(args, console)

@@ -24,7 +24,16 @@ import ffmpeg
 import numpy as np
 
 from emotiontrack.errors import DecodeError
-from emotiontrack.media.tools import StderrTail, codec_threads, ffmpeg_path, media_path, pipe, start, stop_process
+from emotiontrack.media.tools import (
+    INPUT,
+    StderrTail,
+    codec_threads,
+    compile_command,
+    media_path,
+    pipe,
+    start,
+    stop_process,
+)
 from emotiontrack.types import Frame, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -62,14 +71,14 @@ class VideoReader:
             slot = f"floor(%s*{float(sample_fps)!r}+1e-6)"
             filters += (f",select='isnan(t)+isnan(prev_selected_t)+gte({slot % 't'}-{slot % 'prev_selected_t'}\\,1)'"
                         ",showinfo=checksum=0")
-        args = (
-            ffmpeg.input(media_path(info.path), threads=codec_threads(info.width, info.height),
+        stream = (
+            ffmpeg.input(INPUT, threads=codec_threads(info.width, info.height),
                          **({} if info.autorotate else {"noautorotate": None}))
             .output("pipe:", format="rawvideo", pix_fmt="yuv420p" if self._i420 else "rgb24", vf=filters,
                     map=f"0:{info.stream}", fps_mode="passthrough")
             .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "info")
-            .compile(cmd=ffmpeg_path())
         )
+        args = compile_command(stream, {INPUT: info.path})
         self._proc = start(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         self._stdout = pipe(self._proc.stdout)
         self._stderr = StderrTail(pipe(self._proc.stderr), self._on_stderr_line)

@@ -18,7 +18,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from emotiontrack.errors import OutputError
-from emotiontrack.media.tools import StderrTail, codec_threads, ffmpeg_path, media_path, pipe, start, stop_process
+from emotiontrack.media.tools import (
+    INPUT,
+    OUTPUT,
+    StderrTail,
+    codec_threads,
+    compile_command,
+    pipe,
+    start,
+    stop_process,
+)
 from emotiontrack.outputs.files import temporary_path
 from emotiontrack.types import VideoInfo
 
@@ -43,18 +52,18 @@ class VideoEncoder:
             video = video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
         streams, audio_args = [video], dict[str, str | int]()
         if info.audio_codec:
-            streams.append(ffmpeg.input(media_path(info.path))["a:0"])
+            streams.append(ffmpeg.input(INPUT)["a:0"])
             audio_args = {"acodec": "copy"} if info.audio_codec in COPIED_AUDIO else {"acodec": "aac", "audio_bitrate": "160k"}
             if audio_args["acodec"] == "aac" and info.audio_channels > AAC_MAX_CHANNELS:  # production cameras' 16
                 log.info("%s: the annotated video's audio is %d channels mixed down to stereo", info.path, info.audio_channels)
                 audio_args["ac"] = 2
-        args = (
-            ffmpeg.output(*streams, media_path(self.tmp), format="mp4", vcodec="libx264", preset=preset, crf=crf,
+        stream = (
+            ffmpeg.output(*streams, OUTPUT, format="mp4", vcodec="libx264", preset=preset, crf=crf,
                           threads=codec_threads(width, height),
                           pix_fmt="yuv420p", movflags="+faststart", fps_mode="passthrough", **audio_args)
             .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y")
-            .compile(cmd=ffmpeg_path())
         )
+        args = compile_command(stream, {INPUT: info.path, OUTPUT: self.tmp})
         self._proc = start(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._stdin, self._stderr = pipe(self._proc.stdin), StderrTail(pipe(self._proc.stderr))
         self._yuv = np.empty((height * 3 // 2, width), np.uint8) if self._i420 else None  # reused every frame

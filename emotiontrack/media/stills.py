@@ -42,8 +42,10 @@ def read_image(path: Path) -> np.ndarray:
         with Image.open(path) as opened:
             image: Image.Image = ImageOps.exif_transpose(opened)
             if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                array = np.asarray(image, np.float64)
-                scale = 257.0 if array.max() > 255 else 1.0
+                array = np.nan_to_num(np.asarray(image, np.float64))
+                peak = array.max(initial=0)
+                # 16-bit values span 0-65535; float TIFFs usually 0-1 (scientific and HDR tools)
+                scale = 257.0 if peak > 255 else 1 / 255 if image.mode == "F" and peak <= 1 else 1.0
                 return np.repeat(np.clip(array / scale, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                 background = Image.new("RGBA", image.size, (255, 255, 255, 255))

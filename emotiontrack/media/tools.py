@@ -79,6 +79,16 @@ def media_path(path: Path) -> str:
     return os.path.abspath(path)
 
 
+INPUT, OUTPUT = "emotiontrack-input-path", "emotiontrack-output-path"  # placeholders for compile_command
+
+
+def compile_command(stream, paths: dict[str, Path]) -> list[str]:
+    """ffmpeg-python's command for `stream`, built with placeholder names (it cannot hash a file name that is
+    not UTF-8), with each placeholder replaced by its real path (subprocess passes any name through)."""
+    args = stream.compile(cmd=ffmpeg_path())
+    return [media_path(paths[arg]) if arg in paths else arg for arg in args]
+
+
 def probe_json(path: Path, timeout_s: float = 60.0) -> dict:
     """ffprobe's streams and format as JSON. Raises subprocess errors for the caller to word."""
     args = [ffprobe_path(), "-v", "error", "-show_format", "-show_streams", "-of", "json", media_path(path)]

@@ -45,8 +45,9 @@ def write_bytes(path: Path, data: bytes) -> Path:
 
 
 def write_text(path: Path, text: str) -> Path:
+    """UTF-8 text; a file name that is not UTF-8 (Latin-1 bytes) shows as an escape, not an error."""
     with atomic_file(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
     return path
 
 

@@ -21,8 +21,10 @@ from emotiontrack import __version__
 from emotiontrack.config import AnalyzeConfig
 from emotiontrack.media.stills import image_files
 from emotiontrack.outputs.files import make_private_dir, write_text
+from emotiontrack.types import path_text
 
 MANIFEST = "manifest.json"
+MAX_NAME_BYTES = 200
 
 
 def output_dirs(paths: Sequence[Path], out: Path) -> dict[Path, Path]:
@@ -46,8 +48,11 @@ def _holds_another_source(folder: Path, path: Path) -> bool:
 
 
 def _stem(path: Path) -> str:
-    name = path.absolute().name if path.name in ("", ".", "..") else path.stem
-    return name.lstrip(".") or "input"
+    name = path_text(path.absolute().name if path.name in ("", ".", "..") else path.stem).lstrip(".") or "input"
+    # Room for ".<name>.partial-<pid>-<hex>" within the 255 bytes a file name may have
+    if len(name.encode()) > MAX_NAME_BYTES:
+        name = name.encode()[: MAX_NAME_BYTES - 9].decode("utf-8", "ignore") + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name
 
 
 def manifest_key(path: Path, config: AnalyzeConfig, model_sha256: str) -> dict[str, object]:

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from emotiontrack import __version__
 from emotiontrack.config import AnalyzeConfig
 from emotiontrack.outputs.files import atomic_file
-from emotiontrack.types import EMOTIONS, Faces, VideoResult
+from emotiontrack.types import EMOTIONS, Faces, VideoResult, path_text
 
 TIMELINE_SCHEMA = pa.schema(
     [
@@ -68,7 +68,7 @@ def timeline_metadata(result: VideoResult, config: AnalyzeConfig, model_sha256: 
     return {
         "emotiontrack_version": __version__,
         "model_sha256": model_sha256,
-        "source": str(info.path),
+        "source": path_text(info.path),
         "source_fps": str(info.fps),
         "source_fps_float": float(info.fps),
         "duration_s": info.duration_s if math.isfinite(info.duration_s) else None,
@@ -86,7 +86,7 @@ def timeline_table(result: VideoResult, config: AnalyzeConfig, model_sha256: str
     """The published timeline: rows, smoothed columns and metadata."""
     from emotiontrack.outputs.summary import add_smoothed
 
-    table = to_table(video or str(result.info.path), result.faces, timeline_metadata(result, config, model_sha256))
+    table = to_table(video or path_text(result.info.path), result.faces, timeline_metadata(result, config, model_sha256))
     return add_smoothed(table, config.smooth_s)
 
 
