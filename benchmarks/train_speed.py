@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from reporting import write_report
 
-from emotiontrack.model.network import ARCHITECTURES, TrainingNet
+from emotiontrack.model.network import TrainingNet
+from emotiontrack.model.settings import ARCHITECTURES
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 128

@@ -11,9 +11,17 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from emotiontrack.runtime import quiet_openmp
-from emotiontrack.types import EMOTIONS, Faces, Frame, VideoInfo
 
 quiet_openmp()  # before anything imports torch (see runtime.py)
+
+
+def __getattr__(name: str):
+    """The records, on first use: importing the package stays instant (the CLI's Ctrl-C handling needs that)."""
+    if name in ("EMOTIONS", "Faces", "Frame", "VideoInfo"):
+        from emotiontrack import types
+
+        return getattr(types, name)
+    raise AttributeError(f"module 'emotiontrack' has no attribute {name!r}")
 
 
 def analyze(path, models=None, **settings):

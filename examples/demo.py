@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from emotiontrack.cli import main
+from emotiontrack.cli.main import main
 from emotiontrack.synthetic import Sprite, astronaut_face, linear_path, write_clip
 
 HERE = Path(__file__).resolve().parent

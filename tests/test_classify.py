@@ -3,7 +3,7 @@ import pytest
 
 from emotiontrack.errors import ModelError
 from emotiontrack.model.keras_model import build_network, with_calibrated_softmax
-from emotiontrack.model.network import ARCHITECTURES
+from emotiontrack.model.settings import ARCHITECTURES
 from emotiontrack.stages.classify import EmotionClassifier, crop_face
 from emotiontrack.types import EMOTIONS, Faces
 

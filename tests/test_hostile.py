@@ -349,3 +349,18 @@ def test_a_float_tiff_is_not_read_black(tmp_path):
     Image.fromarray(ramp, mode="F").save(tmp_path / "ramp.tif")
     image = read_image(tmp_path / "ramp.tif")
     assert image.shape == (32, 64, 3) and image.max() >= 250 and image.min() <= 5
+
+
+@pytest.mark.parametrize("delay_s", [0.05, 0.3, 1.0])
+def test_ctrl_c_while_starting_is_a_quiet_exit_130(tmp_path, two_face_clip, delay_s):
+    import signal
+    import time
+
+    proc = subprocess.Popen([*cli_prefix(), "analyze", str(two_face_clip[0]), "-o", str(tmp_path / "out")],
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(delay_s)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr and "interrupted" in stderr
+    assert not leftovers(tmp_path)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from emotiontrack.model.network import ARCHITECTURES, Architecture, TrainingNet
+from emotiontrack.model.network import TrainingNet
+from emotiontrack.model.settings import ARCHITECTURES, Architecture
 from emotiontrack.types import EMOTIONS
 
 SMALL = Architecture(blocks=((8, 1), (16, 2)), dense=16)

@@ -1,84 +1,30 @@
-"""Command line: `emotiontrack analyze | train | evaluate`.
+"""Command line: `emotiontrack analyze | train | evaluate` (main.py, one module per command).
 
-Each command parses its options, sets up logging and progress display, calls the library and maps
-`EmotionTrackError` to a one-line message and a non-zero exit. Heavy modules are imported inside the
-commands so that `--help` and option errors answer at once.
+This module stays light: `run`, the console script, is imported before anything else, so that a Ctrl-C
+while the heavy libraries load (the first seconds) ends the program quietly with status 130.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
 import sys
 
-from rich.console import Console
-from rich.logging import RichHandler
 
-from emotiontrack import __version__
-from emotiontrack.cli import analyze, evaluate, train
-from emotiontrack.errors import EmotionTrackError
-
-COMMANDS = {"analyze": analyze, "train": train, "evaluate": evaluate}  # each module: add_parser(sub), run(args, console)
-
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that cleanup runs exactly as for Ctrl-C."""
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emotiontrack", description="Per-face emotion timelines from video.")
-    parser.add_argument("--version", action="version", version=f"emotiontrack {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS.values():
-        command.add_parser(sub)
-    return parser
-
-
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns the exit status (0, 1 for failed inputs or errors, 2 usage, 130/143)."""
-    args = build_parser().parse_args(argv)
-    console = Console(stderr=True)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False)])
-    for noisy in ("PIL", "matplotlib", "h5py"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Libraries' Python warnings (PIL's large images, matplotlib's missing glyphs) go to the log, shown with -v.
-    logging.captureWarnings(True)
-    logging.getLogger("py.warnings").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        return COMMANDS[args.command].run(args, console)
-    except EmotionTrackError as exc:
-        console.print(f"[red]emotiontrack: error:[/] {exc}", highlight=False, soft_wrap=True)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        console.print("emotiontrack: interrupted; unfinished outputs were removed", soft_wrap=True)
-        return EXIT_INTERRUPTED
-    except Terminated:
-        console.print("emotiontrack: terminated; unfinished outputs were removed", soft_wrap=True)
-        return EXIT_TERMINATED
+def _interrupted_while_starting(signum, frame) -> None:
+    os.write(2, b"emotiontrack: interrupted\n")
+    os._exit(130)  # nothing was started: nothing to clean up
 
 
 def run() -> None:
     """The console script: `main`, then an exit that skips tearing down torch's ~1M objects (~0.4 s).
     Every output is closed by then; only the standard streams need flushing."""
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+    from emotiontrack.cli.main import main
+
     code = main()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-if __name__ == "__main__":
-    run()

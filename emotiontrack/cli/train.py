@@ -14,8 +14,7 @@ from emotiontrack.cli.progress import progress_bars
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from emotiontrack.model.network import ARCHITECTURES
-    from emotiontrack.model.train import OPTIMIZERS, TrainConfig
+    from emotiontrack.model.settings import ARCHITECTURES, OPTIMIZERS, TrainConfig
 
     d = TrainConfig(data=Path())
     p = sub.add_parser("train", help="train the emotion CNN on a folder-per-emotion dataset",

@@ -25,7 +25,8 @@ import torch  # noqa: F401  (before Keras: TensorFlow 2.21 segfaults if imported
 import keras
 
 from emotiontrack.errors import ModelError
-from emotiontrack.model.network import Architecture, TrainingNet
+from emotiontrack.model.network import TrainingNet
+from emotiontrack.model.settings import Architecture
 from emotiontrack.types import INPUT_SIZE
 
 

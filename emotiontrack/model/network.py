@@ -10,46 +10,12 @@ weights into them, so the file loads in Keras on any backend and in `torchnet.py
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from emotiontrack.types import INPUT_SIZE
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """What the network is; stored in checkpoints so that a run resumes with the same network."""
-
-    blocks: tuple[tuple[int, int], ...] = ((64, 2), (128, 2), (256, 2), (512, 2))  # (filters, convs) per block
-    dense: int = 256
-    block_dropout: float = 0.1  # after each block's pooling
-    head_dropout: float = 0.5  # before the logits
-    epsilon: float = 1e-5  # BatchNorm's (torch's default; the Keras layers are given the same)
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Architecture:
-        return cls(**{**data, "blocks": tuple(tuple(b) for b in data["blocks"])})
-
-    def flat_features(self) -> int:
-        side = INPUT_SIZE // 2 ** len(self.blocks)
-        return side * side * self.blocks[-1][0]
-
-
-ARCHITECTURES: dict[str, Architecture] = {
-    "vgg-s": Architecture(blocks=((32, 1), (64, 2), (128, 2), (256, 2)), block_dropout=0.25),  # until 0.2
-    "vgg-m": Architecture(blocks=((48, 2), (96, 2), (192, 2), (384, 2))),
-    "vgg-l": Architecture(),
-}
-DEFAULT_ARCHITECTURE = "vgg-l"
+from emotiontrack.model.settings import Architecture
 
 
 class FlattenChannelsLast(nn.Module):

@@ -18,7 +18,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,60 +31,11 @@ from emotiontrack.model.augment import batches, class_weights
 from emotiontrack.model.calibrate import calibrate_and_save, training_geometry
 from emotiontrack.model.dataset import Split, load_train_val
 from emotiontrack.model.evaluate import classification_report
-from emotiontrack.model.network import (
-    ARCHITECTURES,
-    DEFAULT_ARCHITECTURE,
-    Architecture,
-    TrainingNet,
-    as_batch,
-    predict_logits,
-)
+from emotiontrack.model.network import TrainingNet, as_batch, predict_logits
+from emotiontrack.model.settings import OPTIMIZERS, Architecture, TrainConfig
 from emotiontrack.outputs.files import atomic_file, write_text
 
 log = logging.getLogger(__name__)
-
-OPTIMIZERS = ("sgd", "adamw")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    data: Path
-    output: Path = Path("models/emotiontrack.keras")
-    val_dir: Path | None = None
-    architecture: str = DEFAULT_ARCHITECTURE  # a name in network.ARCHITECTURES
-    epochs: int = 30
-    batch_size: int = 128
-    optimizer: str = "sgd"  # "sgd" (Nesterov momentum 0.9) or "adamw"
-    learning_rate: float = 0.05  # peak, after the warm-up
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
-    seed: int = 0
-    label_smoothing: float = 0.1
-    # Per-class loss weight = (n_largest / n_class) ** power: 0 ignores imbalance, 1 fully balances.
-    class_weight_power: float = 0.3
-    mixup: float = 0.0  # Beta(a, a) mixing of image pairs; 0 turns it off
-    limit: int | None = None  # use at most this many training images (quick runs and tests)
-    # The saved model averages the logits of each face and its mirror image (twice the inference cost).
-    flip_average: bool = True
-    # Start from this checkpoint's weights (OUTPUT.ckpt/last.pt of an earlier run) with a fresh schedule.
-    init: Path | None = None
-    bf16: bool = True  # bf16 autocast for the forward pass (fp32 weights and optimiser state)
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
-        paths = {"data", "output", "val_dir", "init"}
-        known = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {k: (Path(v) if k in paths and v is not None else v) for k, v in data.items() if k in known}
-        return cls(**values)
-
-    def network_architecture(self) -> Architecture:
-        if self.architecture not in ARCHITECTURES:
-            raise EmotionTrackError(f"unknown architecture {self.architecture!r}: choose from {sorted(ARCHITECTURES)}")
-        return ARCHITECTURES[self.architecture]
-
 
 def checkpoint_dir(output: Path) -> Path:
     return output.with_name(output.name + ".ckpt")

@@ -1,0 +1,85 @@
+"""What a training run is: the network's architecture and the run's settings, without importing torch
+(the CLI shows them in `--help`; checkpoints store them as JSON)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emotiontrack.errors import EmotionTrackError
+from emotiontrack.types import INPUT_SIZE
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What the network is; stored in checkpoints so that a run resumes with the same network."""
+
+    blocks: tuple[tuple[int, int], ...] = ((64, 2), (128, 2), (256, 2), (512, 2))  # (filters, convs) per block
+    dense: int = 256
+    block_dropout: float = 0.1  # after each block's pooling
+    head_dropout: float = 0.5  # before the logits
+    epsilon: float = 1e-5  # BatchNorm's (torch's default; the Keras layers are given the same)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Architecture:
+        return cls(**{**data, "blocks": tuple(tuple(b) for b in data["blocks"])})
+
+    def flat_features(self) -> int:
+        side = INPUT_SIZE // 2 ** len(self.blocks)
+        return side * side * self.blocks[-1][0]
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "vgg-s": Architecture(blocks=((32, 1), (64, 2), (128, 2), (256, 2)), block_dropout=0.25),  # until 0.2
+    "vgg-m": Architecture(blocks=((48, 2), (96, 2), (192, 2), (384, 2))),
+    "vgg-l": Architecture(),
+}
+DEFAULT_ARCHITECTURE = "vgg-l"
+
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path
+    output: Path = Path("models/emotiontrack.keras")
+    val_dir: Path | None = None
+    architecture: str = DEFAULT_ARCHITECTURE  # a name in network.ARCHITECTURES
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum 0.9) or "adamw"
+    learning_rate: float = 0.05  # peak, after the warm-up
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
+    seed: int = 0
+    label_smoothing: float = 0.1
+    # Per-class loss weight = (n_largest / n_class) ** power: 0 ignores imbalance, 1 fully balances.
+    class_weight_power: float = 0.3
+    mixup: float = 0.0  # Beta(a, a) mixing of image pairs; 0 turns it off
+    limit: int | None = None  # use at most this many training images (quick runs and tests)
+    # The saved model averages the logits of each face and its mirror image (twice the inference cost).
+    flip_average: bool = True
+    # Start from this checkpoint's weights (OUTPUT.ckpt/last.pt of an earlier run) with a fresh schedule.
+    init: Path | None = None
+    bf16: bool = True  # bf16 autocast for the forward pass (fp32 weights and optimiser state)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        paths = {"data", "output", "val_dir", "init"}
+        known = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {k: (Path(v) if k in paths and v is not None else v) for k, v in data.items() if k in known}
+        return cls(**values)
+
+    def network_architecture(self) -> Architecture:
+        if self.architecture not in ARCHITECTURES:
+            raise EmotionTrackError(f"unknown architecture {self.architecture!r}: choose from {sorted(ARCHITECTURES)}")
+        return ARCHITECTURES[self.architecture]
