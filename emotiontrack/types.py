@@ -44,6 +44,9 @@ class VideoInfo:
     stream: int = 0  # index (among all the file's streams) of the video stream analysed: the one a player shows
     autorotate: bool = True  # False where the display matrix is no multiple of 90 degrees: frames as stored
     base_fps: Fraction = Fraction(0)  # the rate frames are shown at between gaps (0: the average rate)
+    # Width of a stored pixel over its height: players stretch anamorphic video (DV, some broadcast) by it.
+    # Frames, boxes and the annotated video stay in stored pixels; the video carries the same ratio.
+    sample_aspect: Fraction = Fraction(1)
 
     @property
     def output_fps(self) -> Fraction:

@@ -364,3 +364,56 @@ def test_ctrl_c_while_starting_is_a_quiet_exit_130(tmp_path, two_face_clip, dela
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in stderr and "interrupted" in stderr
     assert not leftovers(tmp_path)
+
+
+def test_an_animated_gif_is_a_video_and_an_anamorphic_video_keeps_its_aspect(tmp_path, ffmpeg, tiny_model):
+    gif = tmp_path / "anim.gif"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=5:duration=2", str(gif)], check=True)
+    anamorphic = tmp_path / "dv.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10:duration=2", "-vf",
+                    "setsar=16/11", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(anamorphic)], check=True)
+    done = cli("analyze", gif, anamorphic, "-o", tmp_path / "out", "--model", tiny_model)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert read_metadata(tmp_path / "out" / "anim" / "timeline.parquet")["decoded_frames"] == "10"
+    from emotiontrack.media.tools import ffprobe_path
+
+    sar = subprocess.run([ffprobe_path(), "-v", "error", "-show_entries", "stream=sample_aspect_ratio", "-of", "csv=p=0",
+                          str(tmp_path / "out" / "dv" / "annotated.mp4")], capture_output=True, text=True, check=True)
+    assert sar.stdout.strip() == "16:11"
+
+
+@pytest.mark.timeout(600)
+def test_fuzzed_container_metadata_always_ends_cleanly(tmp_path, ffmpeg, tiny_model):
+    """Random display matrices, dispositions, stream orders and timestamp jumps (a fixed seed, a bounded
+    budget): every input ends in a clean outcome, and every success decoded every frame of the stream it chose."""
+    rng = np.random.default_rng(19)
+    base = tmp_path / "base.mkv"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10:duration=2", "-f", "lavfi",
+                    "-i", "testsrc2=size=256x144:rate=15:duration=2", "-f", "lavfi", "-i", "sine=duration=2", "-map", "0",
+                    "-map", "1", "-map", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(base)], check=True)
+    inputs = []
+    for i in range(8):
+        out = tmp_path / f"fuzz{i}.{rng.choice(['mp4', 'mkv', 'mov'])}"
+        args = [ffmpeg, "-v", "error"]
+        rotation = float(rng.choice([0, 90, 180, 270, 45, -30, 135.5]))
+        args += ["-display_rotation:v:0", str(rotation), "-i", str(base)]
+        order = rng.permutation(3)
+        for k in order:
+            args += ["-map", f"0:{k}"]
+        args += ["-c", "copy"]
+        for k in range(2):
+            args += [f"-disposition:v:{k}", str(rng.choice(["default", "0"]))]
+        if rng.random() < 0.5:
+            args += ["-output_ts_offset", str(float(rng.uniform(0, 100)))]
+        subprocess.run([*args, str(out)], check=True)
+        inputs.append(out)
+    done = cli("analyze", *inputs, "-o", tmp_path / "out", "--model", tiny_model, "--no-video", timeout=600)
+    assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert not leftovers(tmp_path / "out")
+    for path in inputs:
+        timeline = tmp_path / "out" / path.stem / "timeline.parquet"
+        if timeline.is_file():
+            meta = read_metadata(timeline)
+            assert int(meta["decoded_frames"]) in (20, 30), (path, meta["decoded_frames"])
+        else:
+            assert f"{path}:" in done.stderr  # a failure is named in one line

@@ -50,6 +50,8 @@ class VideoEncoder:
                              s=f"{width}x{height}", framerate=str(info.output_fps))
         if not self._i420:
             video = video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
+        if info.sample_aspect != 1:  # anamorphic source: players stretch the annotated video the same way
+            video = video.filter("setsar", f"{info.sample_aspect.numerator}/{info.sample_aspect.denominator}")
         streams, audio_args = [video], dict[str, str | int]()
         if info.audio_codec:
             streams.append(ffmpeg.input(INPUT)["a:0"])

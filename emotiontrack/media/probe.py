@@ -10,7 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from emotiontrack.errors import DecodeError, InputError
-from emotiontrack.media.stills import IMAGE_SUFFIXES, image_files, read_image
+from emotiontrack.media.stills import IMAGE_SUFFIXES, image_files, is_animated, read_image
 from emotiontrack.media.tools import probe_json
 from emotiontrack.types import VideoInfo
 
@@ -23,7 +23,7 @@ def probe(path: Path) -> VideoInfo:
     kind = _file_kind(path)
     if kind == "dir":
         return _probe_folder(path)
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    if path.suffix.lower() in IMAGE_SUFFIXES and not is_animated(path):  # an animated GIF is a video
         read_image(path)  # fails here, in one line, if it does not decode
         return VideoInfo(path, 0, 0, Fraction(0), math.nan, 1, is_stills=True)
     try:
@@ -88,7 +88,8 @@ def _video_info(path: Path, data: dict) -> VideoInfo:
         n_frames = round(duration * fps)
     return VideoInfo(path, width, height, fps, duration, n_frames, rotation, audio.get("codec_name") if audio else None,
                      audio_channels=int(audio.get("channels") or 0) if audio else 0,
-                     stream=int(video.get("index", 0)), autorotate=autorotate, base_fps=base_fps)
+                     stream=int(video.get("index", 0)), autorotate=autorotate, base_fps=base_fps,
+                     sample_aspect=_fraction(str(video.get("sample_aspect_ratio", "1")).replace(":", "/")) or Fraction(1))
 
 
 def _is_cover_art(stream: dict) -> bool:

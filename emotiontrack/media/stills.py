@@ -36,10 +36,21 @@ def image_files(folder: Path, note: bool = True) -> list[Path]:
     return [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
+def is_animated(path: Path) -> bool:
+    """Whether an image file holds several frames (an animated GIF, WebP or PNG)."""
+    try:
+        with Image.open(path) as image:
+            return bool(getattr(image, "is_animated", False))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+
+
 def read_image(path: Path) -> np.ndarray:
     """Any still PIL reads (RGB, grayscale, RGBA, CMYK, palette, 16-bit), EXIF-rotated, as RGB uint8."""
     try:
         with Image.open(path) as opened:
+            if getattr(opened, "is_animated", False):
+                log.info("%s: animated; in a folder its first frame is analysed (give it alone to analyse it all)", path)
             image: Image.Image = ImageOps.exif_transpose(opened)
             if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
                 array = np.nan_to_num(np.asarray(image, np.float64))
