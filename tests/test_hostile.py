@@ -417,3 +417,13 @@ def test_fuzzed_container_metadata_always_ends_cleanly(tmp_path, ffmpeg, tiny_mo
             assert int(meta["decoded_frames"]) in (20, 30), (path, meta["decoded_frames"])
         else:
             assert f"{path}:" in done.stderr  # a failure is named in one line
+
+
+def test_results_written_into_the_input_folder_itself_still_resume(tmp_path, tiny_model):
+    skimage_data = pytest.importorskip("skimage.data")
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    Image.fromarray(skimage_data.astronaut()).save(folder / "a.png")
+    assert cli("analyze", folder, "-o", folder, "--model", tiny_model).returncode == 0
+    again = cli("analyze", folder, "-o", folder, "--model", tiny_model)
+    assert again.returncode == 0 and "already complete" in again.stderr

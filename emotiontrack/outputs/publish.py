@@ -56,15 +56,17 @@ def _stem(path: Path) -> str:
 
 
 def manifest_key(path: Path, config: AnalyzeConfig, model_sha256: str) -> dict[str, object]:
-    """What identifies a result: the source (path, size, modification time; for a folder, those of each of
-    its images), the model and the settings."""
-    stat = path.stat()
+    """What identifies a result: the source (a file's path, size and modification time; a folder's path and
+    those of each of its images, so that results written into the folder itself do not count), the model
+    and the settings."""
     key: dict[str, object] = {"emotiontrack_version": __version__, "model_sha256": model_sha256,
-                              "settings": config.settings(), "source": str(path.absolute()),
-                              "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+                              "settings": config.settings(), "source": str(path.absolute())}
     if path.is_dir():  # a file replaced in place changes neither the folder's size nor its modification time
         listing = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in image_files(path, note=False)]
         key["source_images"] = hashlib.sha1(json.dumps(listing).encode()).hexdigest()
+    else:
+        stat = path.stat()
+        key.update(source_size=stat.st_size, source_mtime_ns=stat.st_mtime_ns)
     return key
 
 
