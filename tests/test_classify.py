@@ -66,10 +66,11 @@ def test_torch_runtime_computes_what_keras_computes(tiny_model, tmp_path):
     rng = np.random.default_rng(3)
     crops = rng.integers(0, 255, (9, 48, 48), dtype=np.uint8)
     trained = load_model(tiny_model)
-    np.testing.assert_allclose(EmotionClassifier.load(tiny_model).predict(crops), _keras_probs(trained, crops), atol=1e-5)
+    np.testing.assert_allclose(EmotionClassifier.load(tiny_model, bf16=False).predict(crops), _keras_probs(trained, crops),
+                               atol=1e-5)
     single = with_calibrated_softmax(build_network(7, ARCHITECTURES["vgg-s"]), list(EMOTIONS), 0.7)
     _randomise_batch_norm_statistics(single, rng)
-    classifier = EmotionClassifier.load(_saved(single, tmp_path / "single.keras"), crop="box")
+    classifier = EmotionClassifier.load(_saved(single, tmp_path / "single.keras"), crop="box", bf16=False)
     assert not classifier.net.flip_average and classifier.net.temperature == pytest.approx(0.7)
     np.testing.assert_allclose(classifier.predict(crops), _keras_probs(single, crops), atol=1e-5)
 
@@ -77,7 +78,7 @@ def test_torch_runtime_computes_what_keras_computes(tiny_model, tmp_path):
 def test_model_outputs_are_mapped_to_emotion_columns_by_name(tmp_path):
     labels = list(reversed(EMOTIONS))
     model = with_calibrated_softmax(build_network(7, ARCHITECTURES["vgg-s"]), labels, 1.0)
-    classifier = EmotionClassifier.load(_saved(model, tmp_path / "reversed.keras"), crop="box")
+    classifier = EmotionClassifier.load(_saved(model, tmp_path / "reversed.keras"), crop="box", bf16=False)
     crops = np.random.default_rng(1).integers(0, 255, (3, 48, 48), dtype=np.uint8)
     np.testing.assert_allclose(classifier.predict(crops), _keras_probs(model, crops)[:, ::-1], atol=1e-6)
 
@@ -106,3 +107,16 @@ def test_aligned_crops_need_a_model_that_stores_its_face_geometry(tmp_path):
     with pytest.raises(ModelError, match="use --crop box"):
         EmotionClassifier.load(path)
     assert EmotionClassifier.load(path, crop="box").geometry is None
+
+
+def test_bf16_inference_gives_the_float32_probabilities_within_a_hair(tiny_model):
+    """Where the CPU has bf16 instructions, analyze classifies in bf16 (faster); the answers barely move."""
+    from emotiontrack.stages.classify import cpu_has_bf16
+
+    crops = np.random.default_rng(5).integers(0, 255, (32, 48, 48), dtype=np.uint8)
+    auto = EmotionClassifier.load(tiny_model)
+    assert auto.bf16 == cpu_has_bf16()
+    fp32 = EmotionClassifier.load(tiny_model, bf16=False).predict(crops)
+    bf16 = EmotionClassifier.load(tiny_model, bf16=True).predict(crops)
+    assert np.abs(fp32 - bf16).max() < 0.03 and not np.array_equal(fp32, bf16)
+    np.testing.assert_allclose(bf16.sum(axis=1), 1, atol=1e-5)

@@ -37,11 +37,12 @@ class EmotionNet(nn.Module):
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         if self.flip_average:  # the mean of the logits of each face and its mirror image, in one batch
             n = len(faces)
-            logits = self.body(torch.cat([faces, faces.flip(3)]))
+            logits = self.body(torch.cat([faces, faces.flip(3)])).float()
             logits = (logits[:n] + logits[n:]) / 2
         else:
-            logits = self.body(faces)
-        return torch.softmax(logits / self.temperature, dim=1)
+            logits = self.body(faces).float()
+        with torch.autocast(faces.device.type, enabled=False):  # the calibrated softmax in float32, under bf16 too
+            return torch.softmax(logits / self.temperature, dim=1)
 
 
 class _Rescale(nn.Module):

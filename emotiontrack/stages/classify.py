@@ -9,6 +9,7 @@ a batch of frames go through the model in one call.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import replace
@@ -33,11 +34,22 @@ def crop_face(rgb: np.ndarray, xyxy: NDArray, margin: float = 0.0, size: int = I
     return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
 
 
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (elsewhere oneDNN emulates it, slower than float32)."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
 class EmotionClassifier:
     """`classify(frames_rgb, faces_list) -> faces_list` with `probs` set, in EMOTIONS order."""
 
     def __init__(self, net: EmotionNet, margin: float = AnalyzeConfig.margin, device: str = "cpu",
-                 batch_size: int = 256, model_sha256: str = "", crop: str = AnalyzeConfig.crop):
+                 batch_size: int = 256, model_sha256: str = "", crop: str = AnalyzeConfig.crop,
+                 bf16: bool | None = None):
         if sorted(net.labels) != sorted(EMOTIONS):
             raise ModelError(f"model classes {net.labels} are not the seven emotions {list(EMOTIONS)}")
         if crop not in CROPS:
@@ -50,26 +62,29 @@ class EmotionClassifier:
         self._memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         self.net = net.to(self.device).to(memory_format=self._memory_format).eval()
         self.margin, self.batch_size, self.model_sha256 = margin, batch_size, model_sha256
+        # bf16 convolutions where the CPU has bf16 instructions (AVX512-BF16, AMX): ~2.5x faster a face, the
+        # same accuracy (models/MODEL_CARD.md); None decides by the CPU, False keeps float32 everywhere.
+        self.bf16 = (self.device.type == "cpu" and cpu_has_bf16()) if bf16 is None else bf16
         self._order = [net.labels.index(name) for name in EMOTIONS]  # model output -> EMOTIONS columns
 
     @classmethod
     def load(cls, path: str | Path, margin: float = AnalyzeConfig.margin, device: str = "cpu",
-             crop: str = AnalyzeConfig.crop) -> EmotionClassifier:
+             crop: str = AnalyzeConfig.crop, bf16: bool | None = None) -> EmotionClassifier:
         """The classifier for a model file written by `emotiontrack train` (ModelError for anything else)."""
         path = Path(path)
         return cls(load_network(path), margin, device, model_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-                   crop=crop)
+                   crop=crop, bf16=bf16)
 
     def predict(self, crops: NDArray[np.uint8]) -> NDArray[np.float32]:
         """Probabilities (n, 7) in EMOTIONS order for (n, 48, 48) uint8 grayscale crops."""
         if len(crops) == 0:
             return np.empty((0, len(EMOTIONS)), np.float32)
         parts = []
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             for i in range(0, len(crops), self.batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(crops[i : i + self.batch_size]))[:, None]
                 x = x.to(self.device).float().contiguous(memory_format=self._memory_format)
-                parts.append(self.net(x).cpu().numpy())
+                parts.append(self.net(x).float().cpu().numpy())
         return np.concatenate(parts)[:, self._order].astype(np.float32)
 
     def crop(self, rgb: NDArray[np.uint8], faces: Faces) -> tuple[list[NDArray[np.uint8]], NDArray[np.bool_]]:
