@@ -86,8 +86,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 def _analyze_all(args: argparse.Namespace, config, models, console: Console) -> list:
     """Each input with a progress bar of its own (frames) beside the overall one (inputs)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from emotiontrack.batch import analyze_input
     from emotiontrack.config import usable_cores
     from emotiontrack.outputs.publish import output_dirs
@@ -119,16 +117,22 @@ def _analyze_all(args: argparse.Namespace, config, models, console: Console) -> 
 
         if jobs == 1:  # in this thread, where Ctrl-C and SIGTERM arrive
             return [run_one(path) for path in args.paths]
-        # Threads share the models; torch and ffmpeg release the GIL, so inputs overlap.
-        with ThreadPoolExecutor(jobs) as pool:
-            futures = [pool.submit(run_one, path) for path in args.paths]
-            try:
-                return [future.result() for future in futures]
-            except BaseException:  # Ctrl-C or SIGTERM: the inputs in flight stop at their next frame
-                cancel.set()
-                for future in futures:
-                    future.cancel()
-                raise
+        return _in_threads(run_one, args.paths, jobs, cancel)
+
+
+def _in_threads(run_one, paths: list[Path], jobs: int, cancel: threading.Event) -> list:
+    """`run_one` over the inputs on `jobs` threads sharing the models (torch and ffmpeg release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(run_one, path) for path in paths]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:  # Ctrl-C or SIGTERM: the inputs in flight stop at their next frame
+            cancel.set()
+            for future in futures:
+                future.cancel()
+            raise
 
 
 class Cancelled(BaseException):
