@@ -109,6 +109,28 @@ def time_startup(rounds: int = 3) -> None:
         subprocess.run([sys.executable, "-c", STARTUP_STEPS], check=True)
 
 
+def time_classify(models: list[Path], rounds: int = 3) -> None:
+    """Milliseconds a face of EmotionClassifier.predict on one thread, float32 and bf16, batches of 16 and 64,
+    in alternating rounds (mirror averaging included where the model has it)."""
+    import numpy as np
+    import torch
+
+    from emotiontrack.stages.classify import EmotionClassifier
+
+    torch.set_num_threads(1)
+    crops = np.random.default_rng(0).integers(0, 255, (64, 48, 48), dtype=np.uint8)
+    classifiers = {(str(m), bf16): EmotionClassifier.load(m, crop="box", bf16=bf16) for m in models for bf16 in (False, True)}
+    for _ in range(rounds):
+        for (name, bf16), classifier in classifiers.items():
+            for batch in (16, 64):
+                classifier.predict(crops[:batch])
+                started = time.perf_counter()
+                for _ in range(3):
+                    classifier.predict(crops[:batch])
+                ms = (time.perf_counter() - started) / 3 / batch * 1000
+                print(f"{name} {'bf16' if bf16 else 'fp32'} batch {batch}: {ms:.2f} ms a face", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -118,6 +140,8 @@ def main() -> None:
     threads = sub.add_parser("threads", help="CPU seconds per thread of one CLI run")
     threads.add_argument("cli_args", nargs=argparse.REMAINDER, help="arguments for `emotiontrack`, after --")
     sub.add_parser("startup", help="time analyze's imports and model loading in fresh interpreters")
+    classify = sub.add_parser("classify", help="ms a face of the emotion model on one thread, float32 and bf16")
+    classify.add_argument("models", type=Path, nargs="+", help="model files (.keras)")
     args = parser.parse_args()
     if args.what == "draw":
         time_drawing()
@@ -125,6 +149,8 @@ def main() -> None:
         time_charts(args.result)
     elif args.what == "startup":
         time_startup()
+    elif args.what == "classify":
+        time_classify(args.models)
     else:
         time_threads(args.cli_args[1:] if args.cli_args[:1] == ["--"] else args.cli_args)
 
