@@ -351,8 +351,9 @@ def test_a_float_tiff_is_not_read_black(tmp_path):
     assert image.shape == (32, 64, 3) and image.max() >= 250 and image.min() <= 5
 
 
-@pytest.mark.parametrize("delay_s", [0.05, 0.3, 1.0])
-def test_ctrl_c_while_starting_is_a_quiet_exit_130(tmp_path, two_face_clip, delay_s):
+@pytest.mark.parametrize(("signal_name", "delay_s"),
+                         [("SIGINT", 0.05), ("SIGINT", 0.3), ("SIGINT", 1.0), ("SIGTERM", 0.3)])
+def test_a_signal_while_starting_is_a_quiet_exit(tmp_path, two_face_clip, signal_name, delay_s):
     import signal
     import time
 
@@ -360,9 +361,10 @@ def test_ctrl_c_while_starting_is_a_quiet_exit_130(tmp_path, two_face_clip, dela
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(delay_s)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, signal_name))
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in stderr and "interrupted" in stderr
+    status, word = (130, "interrupted") if signal_name == "SIGINT" else (143, "terminated")
+    assert proc.returncode == status and "Traceback" not in stderr and word in stderr
     assert not leftovers(tmp_path)
 
 

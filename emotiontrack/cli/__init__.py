@@ -1,26 +1,22 @@
 """Command line: `emotiontrack analyze | train | evaluate` (main.py, one module per command).
 
 This module stays light: `run`, the console script, is imported before anything else, so that a Ctrl-C
-while the heavy libraries load (the first seconds) ends the program quietly with status 130.
+while the heavy libraries load (the first seconds) ends the program quietly with status 130 (signals.py).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 
-
-def _interrupted_while_starting(signum, frame) -> None:
-    os.write(2, b"emotiontrack: interrupted\n")
-    os._exit(130)  # nothing was started: nothing to clean up
+from emotiontrack.cli.signals import exit_at_once
 
 
 def run() -> None:
     """The console script: `main`, then an exit that skips tearing down torch's ~1M objects (~0.4 s).
     Every output is closed by then; only the standard streams need flushing."""
-    signal.signal(signal.SIGINT, _interrupted_while_starting)
+    exit_at_once()  # until the command starts writing (signals.py)
     from emotiontrack.cli.main import main
 
     code = main()

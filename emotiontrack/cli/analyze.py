@@ -13,6 +13,7 @@ from rich.console import Console
 
 from emotiontrack.cli.options import non_negative_float, positive_float, positive_int, probability
 from emotiontrack.cli.progress import progress_bars
+from emotiontrack.cli.signals import clean_up_on_signals
 
 log = logging.getLogger("emotiontrack")
 EXIT_FAILED = 1
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         for leftover in sweep_leftovers(args.output):
             log.info("removed %s, left by an interrupted run", leftover)
         models = load_models(config)
+    clean_up_on_signals()  # outputs are written from here on
     args.paths = _once_each(args.paths)
     outcomes = _analyze_all(args, config, models, console)
     write_run_summary(args.output, outcomes)

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from emotiontrack.cli.progress import progress_bars
+from emotiontrack.cli.signals import clean_up_on_signals
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     from emotiontrack.model.evaluate import evaluate, save_plots
 
+    clean_up_on_signals()
     with progress_bars(console, transient=True) as progress:
         task = progress.add_task("evaluating", total=None)
         report = evaluate(args.data, args.model, on_batch=lambda n: progress.advance(task, n),

@@ -9,26 +9,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 
 from rich.console import Console
 from rich.logging import RichHandler
 
 from emotiontrack import __version__
 from emotiontrack.cli import analyze, evaluate, train
+from emotiontrack.cli.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 from emotiontrack.errors import EmotionTrackError
 
 COMMANDS = {"analyze": analyze, "train": train, "evaluate": evaluate}  # each module: add_parser(sub), run(args, console)
 
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that cleanup runs exactly as for Ctrl-C."""
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
+EXIT_FAILED, EXIT_USAGE = 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,8 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
     for command in COMMANDS.values():
         command.add_parser(sub)
     return parser
-
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     # Libraries' Python warnings (PIL's large images, matplotlib's missing glyphs) go to the log, shown with -v.
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C cleans up (KeyboardInterrupt)
     try:
         return COMMANDS[args.command].run(args, console)
     except EmotionTrackError as exc:

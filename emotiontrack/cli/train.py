@@ -11,6 +11,7 @@ from rich.progress import TextColumn
 
 from emotiontrack.cli.options import non_negative_float, positive_float, positive_int, probability
 from emotiontrack.cli.progress import progress_bars
+from emotiontrack.cli.signals import clean_up_on_signals
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,6 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     from emotiontrack.model.train import TrainConfig, load_checkpoint_config, train
 
+    clean_up_on_signals()  # checkpoints are written from here on
     if args.resume:
         config = dataclasses.replace(load_checkpoint_config(args.output), flip_average=args.flip_average)
     else:
