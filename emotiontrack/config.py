@@ -61,6 +61,16 @@ class AnalyzeConfig:
                 if k not in ("device", "threads")}
 
 
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how `analyze --engine ray` runs (none of it changes a result)."""
+
+    address: str | None = None  # None: start a local Ray on this machine's cores; "auto" or "ray://host:port": join
+    cpus_per_worker: float = 1.0  # CPUs reserved per worker (its torch threads: AnalyzeConfig.threads)
+    gpus_per_worker: float | None = None  # None: the cluster's GPUs shared among the workers (0 without GPUs)
+    workers: int | None = None  # None: as many as the cluster's CPUs allow, at most one per input
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity, as containers and `taskset` set it)."""
     try:

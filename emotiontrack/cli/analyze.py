@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import Progress, TaskID
 
 from emotiontrack.cli.options import non_negative_float, positive_float, positive_int, probability
 from emotiontrack.cli.progress import progress_bars
 from emotiontrack.cli.signals import clean_up_on_signals
+from emotiontrack.config import RayOptions
 
 log = logging.getLogger("emotiontrack")
 EXIT_FAILED = 1
@@ -60,6 +62,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=d.threads,
                    help="CPU threads for MTCNN and the CNN; ffmpeg decodes and encodes in its own processes beside "
                         "them (default: %(default)s)")
+    r = RayOptions()
+    cluster = p.add_argument_group("on a Ray cluster (pip install \"emotiontrack[ray]\")")
+    cluster.add_argument("--engine", choices=("local", "ray"), default="local",
+                         help="local: this process (--jobs); ray: Ray actors, each with the models loaded once, "
+                              "analysing whole inputs (default: %(default)s)")
+    cluster.add_argument("--ray-address", default=r.address, metavar="ADDRESS",
+                         help="Ray cluster to join: auto (the one `ray start` made here) or ray://host:port; "
+                              "none starts a local Ray on this machine's cores (default: none)")
+    cluster.add_argument("--workers", type=positive_int, default=r.workers,
+                         help="Ray workers (default: as many as the cluster's CPUs hold at --cpus-per-worker, "
+                              "at most one per input)")
+    cluster.add_argument("--cpus-per-worker", type=positive_float, default=r.cpus_per_worker,
+                         help="CPUs Ray reserves per worker (default: %(default)s)")
+    cluster.add_argument("--gpus-per-worker", type=non_negative_float, default=r.gpus_per_worker,
+                         help="GPUs per worker, fractions allowed: 0.25 puts four workers on a GPU (default: the "
+                              "cluster's GPUs shared among the workers, 0 without GPUs)")
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -71,55 +89,92 @@ def run(args: argparse.Namespace, console: Console) -> int:
     config = AnalyzeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AnalyzeConfig)})
     with loading():  # the same garbage-collection policy as the API's load_models (runtime.py)
         from emotiontrack.batch import check_output_dir, write_run_summary
-        from emotiontrack.outputs.publish import sweep_leftovers
+        from emotiontrack.outputs.publish import output_dirs, sweep_leftovers
         from emotiontrack.pipeline import load_models
 
         check_output_dir(args.output)  # before any model is loaded
         for leftover in sweep_leftovers(args.output):
             log.info("removed %s, left by an interrupted run", leftover)
-        models = load_models(config)
+        models = load_models(config) if args.engine == "local" else None  # Ray workers load their own
     clean_up_on_signals()  # outputs are written from here on
     args.paths = _once_each(args.paths)
-    outcomes = _analyze_all(args, config, models, console)
+    dirs = output_dirs(args.paths, args.output)
+    with progress_bars(console) as progress:
+        bars = _InputBars(progress, len(args.paths))
+        if models is not None:
+            outcomes = _analyze_here(args, config, models, dirs, bars)
+        else:
+            outcomes = _analyze_on_ray(args, config, dirs, bars)
     write_run_summary(args.output, outcomes)
     _print_summary(console, outcomes, time.monotonic() - started)
     return 0 if all(o.ok for o in outcomes) else EXIT_FAILED
 
 
-def _analyze_all(args: argparse.Namespace, config, models, console: Console) -> list:
-    """Each input with a progress bar of its own (frames) beside the overall one (inputs)."""
+class _InputBars:
+    """A progress bar per input (frames) beside the overall one (inputs)."""
+
+    def __init__(self, progress: Progress, inputs: int) -> None:
+        self.display = progress
+        self.tasks: dict[Path, TaskID] = {}
+        self.overall = progress.add_task("inputs", total=inputs)
+
+    def _task(self, path: Path):
+        if path not in self.tasks:
+            self.tasks[path] = self.display.add_task(_short(path), total=None)
+        return self.tasks[path]
+
+    def started(self, path: Path, total: int | None) -> None:
+        self.display.update(self._task(path), total=total, completed=0)
+
+    def advance(self, path: Path, n: int) -> None:
+        self.display.advance(self._task(path), n)
+
+    def progress(self, path: Path, done: int, total: int | None) -> None:  # cluster/engine.py's RunEvents
+        self.display.update(self._task(path), total=total, completed=done)
+
+    def finished(self, path: Path, outcome) -> None:
+        task = self._task(path)
+        done = self.display.tasks[task].completed or 1
+        self.display.update(task, total=done, completed=done)
+        _say_outcome(self.display.console, path, outcome)
+        self.display.advance(self.overall)
+
+
+def _analyze_here(args: argparse.Namespace, config, models, dirs: dict, bars: _InputBars) -> list:
+    """The local engine: the inputs one after another, or on --jobs threads sharing the models."""
     from emotiontrack.batch import analyze_input
     from emotiontrack.config import usable_cores
-    from emotiontrack.outputs.publish import output_dirs
 
-    dirs = output_dirs(args.paths, args.output)
     jobs = min(args.jobs, usable_cores(), len(args.paths))
     if jobs < args.jobs:
         log.info("--jobs %d: using %d (CPU cores and inputs bound it)", args.jobs, jobs)
-    with progress_bars(console) as progress:
-        overall = progress.add_task("inputs", total=len(args.paths))
+    cancel = threading.Event()  # set when Ctrl-C or SIGTERM reaches the main thread
 
-        cancel = threading.Event()  # set when Ctrl-C or SIGTERM reaches the main thread
+    def on_frames(path: Path, n: int) -> None:
+        if cancel.is_set():  # stop this input at its next frame; its staging folder is removed
+            raise Cancelled()
+        bars.advance(path, n)
 
-        def on_frames(task, n: int) -> None:
-            if cancel.is_set():  # stop this input at its next frame; its staging folder is removed
-                raise Cancelled()
-            progress.advance(task, n)
+    def run_one(path: Path):
+        outcome = analyze_input(path, dirs[path], config, models, overwrite=args.overwrite,
+                                on_start=lambda info: bars.started(path, info.n_frames),
+                                on_frames=lambda n: on_frames(path, n))
+        bars.finished(path, outcome)
+        return outcome
 
-        def run_one(path: Path):
-            task = progress.add_task(_short(path), total=None)
-            outcome = analyze_input(path, dirs[path], config, models, overwrite=args.overwrite,
-                                    on_start=lambda info: progress.update(task, total=info.n_frames),
-                                    on_frames=lambda n: on_frames(task, n))
-            done = progress.tasks[task].completed or 1
-            progress.update(task, total=done, completed=done)
-            _say_outcome(progress.console, path, outcome)
-            progress.advance(overall)
-            return outcome
+    if jobs == 1:  # in this thread, where Ctrl-C and SIGTERM arrive
+        return [run_one(path) for path in args.paths]
+    return _in_threads(run_one, args.paths, jobs, cancel)
 
-        if jobs == 1:  # in this thread, where Ctrl-C and SIGTERM arrive
-            return [run_one(path) for path in args.paths]
-        return _in_threads(run_one, args.paths, jobs, cancel)
+
+def _analyze_on_ray(args: argparse.Namespace, config, dirs: dict, bars: _InputBars) -> list:
+    from emotiontrack.cluster.engine import analyze_on_ray, ray_session
+
+    options = RayOptions(args.ray_address, args.cpus_per_worker, args.gpus_per_worker, args.workers)
+    if args.jobs > 1:
+        log.info("--jobs applies to the local engine: Ray runs --workers")
+    with ray_session(options):
+        return analyze_on_ray(args.paths, dirs, config, options, bars, overwrite=args.overwrite)
 
 
 def _in_threads(run_one, paths: list[Path], jobs: int, cancel: threading.Event) -> list:

@@ -1,0 +1,174 @@
+"""`analyze --engine ray` on a local Ray cluster started once for these tests (2 CPUs, small object store)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import cli as plain_cli
+from conftest import leftovers
+
+pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+
+# `ray start` enables token authentication on a local head; a driver given its address must say it uses it.
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+
+
+def cli(*args, **kwargs):
+    return plain_cli(*args, env=RAY_ENV, **kwargs)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """A Ray head on 127.0.0.1, stopped (with everything it started) when the tests are done."""
+    port = _free_port()
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+                             "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+                             "--object-store-memory", str(100 * 2**20), "--include-dashboard", "false",
+                             "--disable-usage-stats"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, **RAY_ENV})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        head.kill()
+        pytest.fail("the Ray head did not start")
+    yield f"127.0.0.1:{port}"
+    os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+
+
+def _results(out: Path, name: str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    folder = out / name
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return pd.read_parquet(folder / "timeline.parquet"), pd.read_parquet(folder / "faces.parquet"), manifest["files"]
+
+
+def _same_results(a: Path, b: Path, name: str) -> None:
+    timeline_a, faces_a, files_a = _results(a, name)
+    timeline_b, faces_b, files_b = _results(b, name)
+    pd.testing.assert_frame_equal(timeline_a, timeline_b)
+    pd.testing.assert_frame_equal(faces_a, faces_b)
+    assert files_a == files_b
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, two_face_clip) -> list[Path]:
+    """A good clip, a broken file, and two clips with the same stem in different folders."""
+    root = tmp_path_factory.mktemp("batch")
+    (root / "a").mkdir()
+    (root / "b").mkdir()
+    broken = root / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    same_a, same_b = root / "a" / "clip.mp4", root / "b" / "clip.mp4"
+    same_a.symlink_to(two_face_clip[0])
+    same_b.write_bytes(two_face_clip[0].read_bytes())
+    return [two_face_clip[0], broken, same_a, same_b]
+
+
+def test_a_mixed_batch_on_ray_equals_the_local_run(tmp_path, batch, tiny_model, ray_address):
+    local = cli("analyze", *batch, "-o", tmp_path / "local", "--model", tiny_model)
+    on_ray = cli("analyze", *batch, "-o", tmp_path / "ray", "--model", tiny_model, "--engine", "ray",
+                 "--ray-address", ray_address, "--workers", "2")
+    assert local.returncode == on_ray.returncode == 1, on_ray.stderr
+    assert "Traceback" not in on_ray.stderr
+    failure = [line for line in on_ray.stderr.splitlines() if line.startswith("failed:")]
+    assert failure == [line for line in local.stderr.splitlines() if line.startswith("failed:")]
+    assert len(failure) == 1 and "broken.mp4: not a readable video" in failure[0]
+    names = sorted(p.name for p in (tmp_path / "local").iterdir() if p.is_dir())
+    assert names == sorted(p.name for p in (tmp_path / "ray").iterdir() if p.is_dir()) and len(names) == 3
+    for name in names:
+        _same_results(tmp_path / "local", tmp_path / "ray", name)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "local" / "summary.parquet"),
+                                  pd.read_parquet(tmp_path / "ray" / "summary.parquet"))
+    assert (tmp_path / "ray" / "overview.png").is_file() and (tmp_path / "ray" / "index.html").is_file()
+    assert not leftovers(tmp_path)
+
+
+def test_results_are_skipped_across_engines(tmp_path, two_face_clip, tiny_model, ray_address):
+    out = tmp_path / "out"
+    assert cli("analyze", two_face_clip[0], "-o", out, "--model", tiny_model, "--no-video").returncode == 0
+    again = cli("analyze", two_face_clip[0], "-o", out, "--model", tiny_model, "--no-video", "--engine", "ray",
+                "--ray-address", ray_address)
+    assert again.returncode == 0 and "already complete" in again.stderr
+    other = tmp_path / "other"
+    assert cli("analyze", two_face_clip[0], "-o", other, "--model", tiny_model, "--no-video", "--engine", "ray",
+               "--ray-address", ray_address).returncode == 0
+    local = cli("analyze", two_face_clip[0], "-o", other, "--model", tiny_model, "--no-video")
+    assert local.returncode == 0 and "already complete" in local.stderr
+
+
+def _worker_pids(title: str) -> list[int]:
+    """Processes whose title (Ray sets it: "ray::AnalysisWorker.analyze") contains `title`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and title in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _wait_for(condition, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _start(args: list, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "emotiontrack.cli", "analyze", *map(str, args), "-o", str(out)],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200", **RAY_ENV})
+
+
+def test_a_worker_killed_mid_input_is_retried_and_changes_nothing(tmp_path, two_face_clip, tiny_model, ray_address):
+    args = [two_face_clip[0], "--model", tiny_model, "--fps", "0"]
+    assert cli("analyze", *args, "-o", tmp_path / "local").returncode == 0
+    out = tmp_path / "ray"
+    proc = _start([*args, "--engine", "ray", "--ray-address", ray_address], out)
+    _wait_for(lambda: any(".partial-" in p.name for p in out.glob(".*")) and _worker_pids("AnalysisWorker.analyze"))
+    for pid in _worker_pids("AnalysisWorker.analyze"):
+        os.kill(pid, signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    _same_results(tmp_path / "local", out, two_face_clip[0].stem)
+    assert not leftovers(out)
+
+
+def test_sigterm_on_the_driver_leaves_nothing_and_a_rerun_completes(tmp_path, two_face_clip, tiny_model, ray_address):
+    args = [two_face_clip[0], "--model", tiny_model, "--fps", "0", "--engine", "ray", "--ray-address", ray_address]
+    out = tmp_path / "out"
+    proc = _start(args, out)
+    _wait_for(lambda: any(".partial-" in p.name for p in out.glob(".*")))
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in stderr, stderr
+    assert not leftovers(out) and not (out / two_face_clip[0].stem).exists()
+    _wait_for(lambda: not _worker_pids("AnalysisWorker"), 30)  # the workers, and their ffmpeg, are gone
+    assert cli(*["analyze", *args, "-o", out]).returncode == 0
+    assert (out / two_face_clip[0].stem / "manifest.json").is_file()
