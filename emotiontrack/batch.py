@@ -139,17 +139,43 @@ def analyze_into(staging: Path, path: Path, info: VideoInfo, config: AnalyzeConf
         with ThreadPoolExecutor(1, thread_name_prefix="close") as closer:
             closing = closer.submit(_close_all, sinks, result)  # the video encodes its last frames meanwhile
             with result.times.measure("write"):
-                timeline, faces, charts = _write_tables_and_charts(staging, path, result, config, models)
+                faces, charts = _write_tables_and_charts(staging, path, result, config, models.classifier.model_sha256)
             closing.result()
     except BaseException:
         for sink in sinks:
             sink.abort()
         raise
-    links = [f for f in (VIDEO, "annotated/", TIMELINE, FACES) if (staging / f).exists()]
-    video_report(staging, path_text(path), faces, timeline_metadata(result, config, models.classifier.model_sha256), charts, links)
-    write_manifest(staging, manifest_key(path, config, models.classifier.model_sha256),
-                   {"wall_s": time.monotonic() - started, "stage_seconds": dict(result.times)})
+    _finish(staging, path, result, config, models.classifier.model_sha256, faces, charts, started)
     return result
+
+
+def publish_result(path: Path, out_dir: Path, result: VideoResult, config: AnalyzeConfig, model_sha256: str,
+                   started: float) -> Outcome:
+    """Write and publish the outputs of an analysis made elsewhere (segments stitched into one result):
+    the timeline, faces and charts, the report and the manifest; no annotated video or face crops."""
+    staging = staging_dir(out_dir)
+    try:
+        faces, charts = _write_tables_and_charts(staging, path, result, config, model_sha256)
+        _finish(staging, path, result, config, model_sha256, faces, charts, started)
+        publish(staging, out_dir)
+    except OSError as exc:
+        return Outcome(path, out_dir, error=f"{path}: cannot write results ({exc.strerror or exc})",
+                       wall_s=time.monotonic() - started)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    info = result.info
+    return Outcome(path, out_dir, faces=result.face_count, video_s=info.duration_s if math.isfinite(info.duration_s) else 0.0,
+                   frames_analysed=result.frames_analysed, wall_s=time.monotonic() - started, stage_s=dict(result.times))
+
+
+def _finish(staging: Path, path: Path, result: VideoResult, config: AnalyzeConfig, model_sha256: str,
+            faces: pd.DataFrame, charts: list[Path], started: float) -> None:
+    """The report, then the manifest (last: it says the folder is complete)."""
+    links = [f for f in (VIDEO, "annotated/", TIMELINE, FACES) if (staging / f).exists()]
+    video_report(staging, path_text(path), faces, timeline_metadata(result, config, model_sha256), charts, links)
+    write_manifest(staging, manifest_key(path, config, model_sha256),
+                   {"wall_s": time.monotonic() - started, "stage_seconds": dict(result.times)})
 
 
 def _close_all(sinks: Sequence[FrameSink], result: VideoResult) -> None:
@@ -165,9 +191,9 @@ def _close_all(sinks: Sequence[FrameSink], result: VideoResult) -> None:
 
 
 def _write_tables_and_charts(staging: Path, path: Path, result: VideoResult, config: AnalyzeConfig,
-                             models: Models) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
+                             model_sha256: str) -> tuple[pd.DataFrame, list[Path]]:
     name = path_text(path)
-    table = timeline_table(result, config, models.classifier.model_sha256, name)
+    table = timeline_table(result, config, model_sha256, name)
     write_parquet(table, staging / TIMELINE)
     timeline = table.to_pandas()
     faces = faces_table(timeline, name, config.sample_interval_s(float(result.info.fps)))
@@ -175,7 +201,7 @@ def _write_tables_and_charts(staging: Path, path: Path, result: VideoResult, con
     title = path_text(path.name or path)
     charts = [c for c in (plot_timelines(timeline, faces, title, staging / "timeline.png"),
                           plot_shares(faces, title, staging / "shares.png")) if c is not None]
-    return timeline, faces, charts
+    return faces, charts
 
 
 def write_run_summary(out: Path, outcomes: Sequence[Outcome]) -> Path | None:

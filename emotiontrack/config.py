@@ -47,6 +47,9 @@ class AnalyzeConfig:
     video: bool = True  # write the annotated video (annotated stills for image folders)
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 1  # CPU threads for MTCNN and the CNN (ffmpeg decodes and encodes in its own processes)
+    # Split each video into segments of this many seconds, analysed in parallel and stitched (--engine ray
+    # only; 0 = one pass). Tracks are stitched in the overlaps, so ids and detections may differ from a pass.
+    segment_s: float = 0.0
     model: Path = dataclasses.field(default_factory=default_model_path)
 
     def sample_interval_s(self, source_fps: float) -> float:
@@ -56,9 +59,10 @@ class AnalyzeConfig:
         return 1.0 / source_fps if source_fps else float("nan")
 
     def settings(self) -> dict[str, object]:
-        """JSON-friendly settings that change results (device and threads do not: they are left out)."""
+        """JSON-friendly settings that change results (device and threads do not: they are left out; segment_s
+        only when segments are used, so that single-pass results keep their identity)."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()
-                if k not in ("device", "threads")}
+                if k not in ("device", "threads") and not (k == "segment_s" and not v)}
 
 
 @dataclass(frozen=True)

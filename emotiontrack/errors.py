@@ -19,3 +19,7 @@ class ModelError(EmotionTrackError):
 
 class OutputError(EmotionTrackError):
     """An output path cannot be created or written."""
+
+
+class UsageError(EmotionTrackError):
+    """Options that cannot be used together (exit status 2, as for argparse's own errors)."""

@@ -60,15 +60,17 @@ def chunk_size(on_cpu: bool) -> int:
 
 
 def analyze_video(info: VideoInfo, config: AnalyzeConfig, models: Models, on_frames: Callable[[int], None] | None = None,
-                  sinks: Sequence[FrameSink] = (), chunk: int | None = None) -> VideoResult:
+                  sinks: Sequence[FrameSink] = (), chunk: int | None = None,
+                  window: tuple[float, float] | None = None) -> VideoResult:
     """Analyse one input. `on_frames(n)` is called as decoded frames are consumed (for progress); `sinks`
-    get every frame (or only analysed ones) with its faces, in order, from the classification worker."""
+    get every frame (or only analysed ones) with its faces, in order, from the classification worker.
+    `window` (start_s, end_s) analyses only that span of a video (a segment, cluster/segments.py)."""
     started = time.monotonic()
     keep_all = any(sink.wants_all_frames for sink in sinks)
     chunk = chunk or chunk_size(models.detector.device.type == "cpu")
     result = VideoResult(info)
     finder = FaceFinder(models.detector, FaceTracker(config.max_gap_s), config.detect_every_s)
-    with FrameSource(info, config.sample_fps, keep_all) as source, ClassifyWorker(models.classifier, sinks, result) as worker:
+    with FrameSource(info, config.sample_fps, keep_all, window) as source, ClassifyWorker(models.classifier, sinks, result) as worker:
         for frames in source.chunks(chunk, result.times, on_frames):
             worker.submit(frames, finder.find([frame for frame, analysed in frames if analysed], result.times))
         worker.wait()

@@ -172,3 +172,42 @@ def test_sigterm_on_the_driver_leaves_nothing_and_a_rerun_completes(tmp_path, tw
     _wait_for(lambda: not _worker_pids("AnalysisWorker"), 30)  # the workers, and their ffmpeg, are gone
     assert cli(*["analyze", *args, "-o", out]).returncode == 0
     assert (out / two_face_clip[0].stem / "manifest.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    """16 s, two faces crossing the frame: 4 segments of 4 s."""
+    from emotiontrack.synthetic import Sprite, astronaut_face, linear_path, write_clip
+
+    a, b = astronaut_face(150), astronaut_face(130, mirrored=True)
+    sprites = [Sprite(lambda t: a, linear_path((10, 20), (400, 60), 16.0), "a"),
+               Sprite(lambda t: b, linear_path((470, 190), (120, 180), 16.0), "b")]
+    path = tmp_path_factory.mktemp("long") / "long.mp4"
+    write_clip(path, sprites, size=(640, 360), fps=25, duration_s=16.0, audio=False)
+    return path
+
+
+def test_segments_stitch_into_the_single_pass_timeline(tmp_path, long_clip, ray_address):
+    one = cli("analyze", long_clip, "-o", tmp_path / "one", "--no-video")
+    segmented = cli("analyze", long_clip, "-o", tmp_path / "seg", "--no-video", "--engine", "ray",
+                    "--ray-address", ray_address, "--segment-s", "4")
+    assert one.returncode == segmented.returncode == 0, segmented.stderr
+    a = pd.read_parquet(tmp_path / "one" / "long" / "timeline.parquet")
+    b = pd.read_parquet(tmp_path / "seg" / "long" / "timeline.parquet")
+    assert b.face_id.nunique() == a.face_id.nunique() == 2
+    from emotiontrack.outputs.timeline import read_metadata
+
+    assert json.loads(read_metadata(tmp_path / "seg" / "long" / "timeline.parquet")["settings"])["segment_s"] == 4.0
+    # Rows of the same face in the same frame: the ids may be numbered differently, the boxes agree.
+    matched = a.merge(b, on="frame", suffixes=("_a", "_b"))
+    matched = matched[(matched.x1_a - matched.x1_b).abs() + (matched.y1_a - matched.y1_b).abs() < 20]
+    assert len(matched) >= 0.98 * len(a) and matched.time_s_a.equals(matched.time_s_b)
+    assert matched.groupby("face_id_a").face_id_b.nunique().max() == 1  # no id switch at a segment boundary
+    assert (matched.emotion_a == matched.emotion_b).mean() >= 0.99
+    assert not leftovers(tmp_path)
+
+
+def test_segments_need_the_ray_engine_and_no_video(tmp_path, long_clip):
+    done = plain_cli("analyze", long_clip, "-o", tmp_path / "out", "--segment-s", "4")
+    assert done.returncode == 2 and "--segment-s needs --engine ray and --no-video" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()

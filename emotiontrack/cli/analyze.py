@@ -16,6 +16,7 @@ from emotiontrack.cli.options import non_negative_float, positive_float, positiv
 from emotiontrack.cli.progress import progress_bars
 from emotiontrack.cli.signals import clean_up_on_signals
 from emotiontrack.config import RayOptions
+from emotiontrack.errors import UsageError
 
 log = logging.getLogger("emotiontrack")
 EXIT_FAILED = 1
@@ -78,6 +79,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cluster.add_argument("--gpus-per-worker", type=non_negative_float, default=r.gpus_per_worker,
                          help="GPUs per worker, fractions allowed: 0.25 puts four workers on a GPU (default: the "
                               "cluster's GPUs shared among the workers, 0 without GPUs)")
+    cluster.add_argument("--segment-s", type=non_negative_float, default=d.segment_s, metavar="SECONDS",
+                         help="split each video into segments of this many seconds, analysed in parallel by the "
+                              "workers and stitched into one timeline (needs --engine ray and --no-video; "
+                              "0: one pass per video; default: %(default)s)")
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -86,6 +91,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from emotiontrack.runtime import loading
 
     started = time.monotonic()
+    if args.segment_s and (args.engine != "ray" or args.video):
+        raise UsageError("--segment-s needs --engine ray and --no-video (segments are not drawn yet)")
     config = AnalyzeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AnalyzeConfig)})
     with loading():  # the same garbage-collection policy as the API's load_models (runtime.py)
         from emotiontrack.batch import check_output_dir, write_run_summary

@@ -16,7 +16,7 @@ from rich.logging import RichHandler
 from emotiontrack import __version__
 from emotiontrack.cli import analyze, evaluate, train
 from emotiontrack.cli.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
-from emotiontrack.errors import EmotionTrackError
+from emotiontrack.errors import EmotionTrackError, UsageError
 
 COMMANDS = {"analyze": analyze, "train": train, "evaluate": evaluate}  # each module: add_parser(sub), run(args, console)
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command].run(args, console)
     except EmotionTrackError as exc:
         console.print(f"[red]emotiontrack: error:[/] {exc}", highlight=False, soft_wrap=True)
-        return EXIT_FAILED
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
     except KeyboardInterrupt:
         console.print("emotiontrack: interrupted; unfinished outputs were removed", soft_wrap=True)
         return EXIT_INTERRUPTED

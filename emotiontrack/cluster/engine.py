@@ -1,7 +1,9 @@
 """The driver of `analyze --engine ray`: start or join Ray, place the workers, feed them inputs.
 
-One `AnalysisWorker` actor per worker slot; each has at most one input in flight, so the calls in flight are
-bounded by the workers and the driver holds nothing but paths and outcomes. A worker that dies (OOM,
+One `AnalysisWorker` actor per worker slot; each has at most one job in flight (an input, or with
+--segment-s one time segment of a video), so the calls in flight are bounded by the workers. Segments come
+back as faces, which the driver stitches (segments.py) and publishes; whole inputs are published by their
+worker. A worker that dies (OOM,
 SIGKILL, a lost node) is restarted by Ray and its input retried (`max_restarts`, `max_task_retries`); its
 staging folder is swept at the end. Ctrl-C or SIGTERM cancels the run through the control actor: the workers
 stop at their next frame and remove their staging folders, then they are killed.
@@ -12,17 +14,22 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from emotiontrack.batch import Outcome
+from emotiontrack.batch import Outcome, publish_result
+from emotiontrack.cluster.segments import Segment, overlap_s, plan_segments, stitch
 from emotiontrack.config import AnalyzeConfig, RayOptions, usable_cores
 from emotiontrack.errors import EmotionTrackError
-from emotiontrack.outputs.publish import sweep_leftovers
+from emotiontrack.media.probe import probe
+from emotiontrack.outputs.publish import is_complete, sweep_leftovers
+from emotiontrack.types import VideoResult
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +110,8 @@ def analyze_on_ray(paths: Sequence[Path], dirs: dict[Path, Path], config: Analyz
     workers = [worker_class.remote(config, control_name) for _ in range(count)]
     log.debug("%d Ray workers, %.2f CPUs and %.2f GPUs each", count, options.cpus_per_worker, gpus)
     try:
-        _wait_until_ready(ray, workers)
-        return _feed(ray, paths, dirs, workers, control, events, overwrite)
+        model_sha256 = _wait_until_ready(ray, workers)
+        return _Feeder(ray, paths, dirs, config, model_sha256, events, overwrite).run(workers, control)
     except BaseException:  # Ctrl-C, SIGTERM: workers stop at their next frame and remove their staging folders
         control.cancel.remote()
         raise
@@ -114,56 +121,137 @@ def analyze_on_ray(paths: Sequence[Path], dirs: dict[Path, Path], config: Analyz
             log.debug("removed %s, left by a lost worker", leftover)
 
 
-def _wait_until_ready(ray, workers: list) -> None:
+def _wait_until_ready(ray, workers: list) -> str:
+    """The model's SHA-256, once every worker has loaded the models."""
     try:
-        ray.get([w.ready.remote() for w in workers])
+        return ray.get([w.ready.remote() for w in workers])[0]
     except ray.exceptions.RayActorError as exc:
         raise EmotionTrackError(f"the Ray workers could not start: {_cause(exc)}") from None
 
 
-def _feed(ray, paths: Sequence[Path], dirs: dict[Path, Path], workers: list, control, events: RunEvents,
-          overwrite: bool) -> list[Outcome]:
-    """Each free worker gets the next input; progress is polled while they work."""
-    keys = {str(i): path for i, path in enumerate(paths)}
-    todo, free = deque(keys), list(workers)
-    in_flight: dict = {}  # call -> (key, worker)
-    outcomes: dict[str, Outcome] = {}
-    while todo or in_flight:
-        while todo and free:
-            key, worker = todo.popleft(), free.pop()
-            in_flight[worker.analyze.remote(key, keys[key], dirs[keys[key]], overwrite)] = (key, worker)
-        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
-        totals, done = ray.get(control.snapshot.remote())
-        for key in totals:
-            if key not in outcomes:
-                events.progress(keys[key], done.get(key, 0), totals[key])
-        for call in ready:
-            key, worker = in_flight.pop(call)
-            outcome, alive = _outcome(ray, call, keys[key], dirs[keys[key]])
-            outcomes[key] = outcome
-            events.finished(keys[key], outcome)
-            if alive:
-                free.append(worker)
-        if todo and not free and not in_flight:  # every worker is gone
-            for key in todo:
-                outcomes[key] = Outcome(keys[key], dirs[keys[key]], error=f"{keys[key]}: no Ray worker left to analyse it")
-                events.finished(keys[key], outcomes[key])
-            todo.clear()
-    return [outcomes[key] for key in keys]
+@dataclass(frozen=True)
+class _Job:
+    """One call: a whole input, or one segment of a video."""
+
+    key: str  # the control actor's progress key: "<input>" or "<input>.<segment>"
+    path: Path
+    segment: Segment | None = None
 
 
-def _outcome(ray, call, path: Path, out_dir: Path) -> tuple[Outcome, bool]:
-    """The worker's outcome, or the failure that ended the call; and whether the worker is still usable."""
-    try:
-        outcome = ray.get(call)
-    except ray.exceptions.RayActorError as exc:
-        return Outcome(path, out_dir, error=f"{path}: the Ray worker analysing it was lost {RETRIES + 1} times "
-                                            f"({_cause(exc)})"), False
-    except ray.exceptions.RayTaskError as exc:
-        return Outcome(path, out_dir, error=f"{path}: unexpected error on a Ray worker ({_cause(exc)})"), True
-    if outcome is None:
-        return Outcome(path, out_dir, error=f"{path}: cancelled"), True
-    return outcome, True
+class _Feeder:
+    """Each free worker gets the next job; progress is polled while they work; segments are stitched."""
+
+    def __init__(self, ray, paths: Sequence[Path], dirs: dict[Path, Path], config: AnalyzeConfig,
+                 model_sha256: str, events: RunEvents, overwrite: bool):
+        self.ray, self.dirs, self.config, self.model_sha256 = ray, dirs, config, model_sha256
+        self.events, self.overwrite = events, overwrite
+        self.paths = list(paths)
+        self.outcomes: dict[Path, Outcome] = {}
+        self.segments: dict[Path, list[Segment]] = {}
+        self.parts: dict[Path, dict[Segment, VideoResult]] = {}
+        self.started: dict[Path, float] = {}
+        self.jobs: deque[_Job] = deque(job for index, path in enumerate(self.paths) for job in self._jobs(str(index), path))
+
+    def _jobs(self, key: str, path: Path) -> list[_Job]:
+        """A video in segments (--segment-s) unless it is already done, fails to probe, or is short."""
+        self.started[path] = time.monotonic()
+        if not self.config.segment_s:
+            return [_Job(key, path)]
+        out_dir = self.dirs[path]
+        if not self.overwrite and path.exists() and is_complete(path, out_dir, self.config, self.model_sha256):
+            return [_Job(key, path)]  # its worker skips it, as the local engine would
+        try:
+            info = probe(path)
+        except EmotionTrackError as exc:
+            self._finished(path, Outcome(path, out_dir, error=str(exc)))
+            return []
+        segments = [] if info.is_stills else plan_segments(info.duration_s, self.config.segment_s, overlap_s(self.config))
+        if len(segments) < 2:
+            return [_Job(key, path)]
+        self.segments[path], self.parts[path] = segments, {}
+        return [_Job(f"{key}.{k}", path, segment) for k, segment in enumerate(segments)]
+
+    def run(self, workers: list, control) -> list[Outcome]:
+        free = list(workers)
+        in_flight: dict = {}  # call -> (job, worker)
+        while self.jobs or in_flight:
+            while self.jobs and free:
+                job = self.jobs.popleft()
+                if job.path not in self.outcomes:  # else another segment of it failed
+                    worker = free.pop()
+                    in_flight[self._call(worker, job)] = (job, worker)
+            ready, _ = self.ray.wait(list(in_flight), num_returns=1, timeout=POLL_S) if in_flight else ([], [])
+            self._progress(control)
+            for call in ready:
+                job, worker = in_flight.pop(call)
+                if self._collect(call, job):
+                    free.append(worker)
+            if self.jobs and not free and not in_flight:  # every worker is gone
+                for job in self.jobs:
+                    self._fail(job.path, f"{job.path}: no Ray worker left to analyse it")
+                self.jobs.clear()
+        return [self.outcomes[path] for path in self.paths]
+
+    def _call(self, worker, job: _Job):
+        if job.segment is None:
+            return worker.analyze.remote(job.key, job.path, self.dirs[job.path], self.overwrite)
+        return worker.analyze_segment.remote(job.key, job.path, job.segment.window)
+
+    def _progress(self, control) -> None:
+        """Frames done per input: the sum over its segments."""
+        totals, done = self.ray.get(control.snapshot.remote())
+        per_input: dict[str, tuple[int, int | None]] = {}
+        for key, total in totals.items():
+            frames, so_far = per_input.get(key.split(".")[0], (0, 0))
+            per_input[key.split(".")[0]] = (frames + done.get(key, 0),
+                                            None if so_far is None or total is None else so_far + total)
+        for key, (frames, all_frames) in per_input.items():
+            path = self.paths[int(key)]
+            if path not in self.outcomes:
+                self.events.progress(path, frames, all_frames)
+
+    def _collect(self, call, job: _Job) -> bool:
+        """Take a finished call's result; False if its worker is gone for good."""
+        try:
+            value = self.ray.get(call)
+        except self.ray.exceptions.RayActorError as exc:
+            self._fail(job.path, f"{job.path}: the Ray worker analysing it was lost {RETRIES + 1} times ({_cause(exc)})")
+            return False
+        except self.ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            self._fail(job.path, str(cause) if isinstance(cause, EmotionTrackError) else
+                       f"{job.path}: unexpected error on a Ray worker ({_cause(exc)})")
+            return True
+        if value is None:
+            self._fail(job.path, f"{job.path}: cancelled")
+        elif job.segment is None:
+            self._finished(job.path, value)
+        elif job.path not in self.outcomes:
+            self.parts[job.path][job.segment] = value
+            if len(self.parts[job.path]) == len(self.segments[job.path]):
+                self._finished(job.path, self._stitched(job.path))
+        return True
+
+    def _stitched(self, path: Path) -> Outcome:
+        segments = self.segments[path]
+        results = [self.parts[path][segment] for segment in segments]
+        info = results[0].info
+        overlap_frames = sum(round((s.own_start_s - s.start_s) * float(info.fps)) for s in segments)
+        result = VideoResult(info, stitch(segments, [r.faces for r in results]),
+                             frames_decoded=sum(r.frames_decoded for r in results) - overlap_frames,
+                             decode_errors=sum(r.decode_errors for r in results))
+        for part in results:
+            for stage, seconds in part.times.items():
+                result.times[stage] = result.times.get(stage, 0.0) + seconds
+        return publish_result(path, self.dirs[path], result, self.config, self.model_sha256, self.started[path])
+
+    def _fail(self, path: Path, error: str) -> None:
+        if path not in self.outcomes:
+            self._finished(path, Outcome(path, self.dirs[path], error=error))
+
+    def _finished(self, path: Path, outcome: Outcome) -> None:
+        self.outcomes[path] = outcome
+        self.events.finished(path, outcome)
 
 
 def _cause(exc: BaseException) -> str:

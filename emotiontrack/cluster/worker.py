@@ -12,6 +12,7 @@ or SIGTERM on the driver), so a worker stops at its next frame and removes its s
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -19,8 +20,9 @@ import ray
 
 from emotiontrack.batch import Outcome, analyze_input
 from emotiontrack.config import AnalyzeConfig
-from emotiontrack.pipeline import load_models
-from emotiontrack.types import VideoInfo
+from emotiontrack.media.probe import probe
+from emotiontrack.pipeline import analyze_video, load_models
+from emotiontrack.types import VideoInfo, VideoResult
 
 REPORT_EVERY_S = 0.3
 
@@ -59,8 +61,8 @@ class _Reporter:
         self.control, self.key = control, key
         self.pending, self.sent_at = 0, time.monotonic()
 
-    def start(self, info: VideoInfo) -> None:
-        self._check(self.control.start.remote(self.key, info.n_frames))
+    def start(self, info: VideoInfo, total: int | None = None) -> None:
+        self._check(self.control.start.remote(self.key, total or info.n_frames))
 
     def frames(self, n: int) -> None:
         self.pending += n
@@ -89,11 +91,9 @@ class AnalysisWorker:
         self.config, self.control = config, ray.get_actor(control_name)
         self.models = load_models(config)
 
-    def ready(self) -> int:
-        """The worker's process id, once its models are loaded."""
-        import os
-
-        return os.getpid()
+    def ready(self) -> str:
+        """The emotion model's SHA-256, once the models are loaded."""
+        return self.models.classifier.model_sha256
 
     def analyze(self, key: str, path: Path, out_dir: Path, overwrite: bool) -> Outcome | None:
         """`analyze_input` on this worker; None if the run was cancelled meanwhile."""
@@ -105,3 +105,17 @@ class AnalysisWorker:
             return None
         reporter.finish()
         return outcome
+
+    def analyze_segment(self, key: str, path: Path, window: tuple[float, float]) -> VideoResult | None:
+        """The faces of one time segment of a video (cluster/segments.py); None if the run was cancelled.
+        An EmotionTrackError (a bad input) reaches the driver as the call's error."""
+        reporter = _Reporter(self.control, key)
+        try:
+            info = probe(path)
+            end = min(window[1], info.duration_s) if math.isfinite(info.duration_s) else window[1]
+            reporter.start(info, round((end - window[0]) * float(info.fps)) if math.isfinite(end) else None)
+            result = analyze_video(info, self.config, self.models, reporter.frames, window=window)
+        except Cancelled:
+            return None
+        reporter.finish()
+        return result

@@ -48,10 +48,15 @@ class VideoReader:
 
     With `sample_fps`, ffmpeg passes on only the frames FrameSampler(sample_fps) takes (the first of each
     1/sample_fps-second slot, and any frame without a timestamp); the others never cross the pipe, which
-    halves ffmpeg's work at 2 fps. `frames_read` counts every decoded frame either way."""
+    halves ffmpeg's work at 2 fps. `frames_read` counts every decoded frame either way.
 
-    def __init__(self, info: VideoInfo, sample_fps: float | None = None, stall_timeout_s: float = 60.0):
-        self.info, self.stall_timeout_s = info, stall_timeout_s
+    With `window` (start_s, end_s; inf: to the end), only the frames shown in that span of the source are decoded (ffmpeg seeks
+    to the keyframe before it and drops what precedes start_s); their times stay the source's, and their
+    indices are those of a single pass at the source's constant rate (time x fps)."""
+
+    def __init__(self, info: VideoInfo, sample_fps: float | None = None, stall_timeout_s: float = 60.0,
+                 window: tuple[float, float] | None = None):
+        self.info, self.stall_timeout_s, self.window = info, stall_timeout_s, window
         self._path_text = media_path(info.path)
         self.decode_errors = 0  # decoder complaints (corrupt packets, concealed slices)
         self.frames_read = 0  # every decoded frame, passed on or not
@@ -71,12 +76,16 @@ class VideoReader:
             slot = f"floor(%s*{float(sample_fps)!r}+1e-6)"
             filters += (f",select='isnan(t)+isnan(prev_selected_t)+gte({slot % 't'}-{slot % 'prev_selected_t'}\\,1)'"
                         ",showinfo=checksum=0")
+        seek = {} if window is None else {"ss": repr(window[0])}
+        if window is not None and math.isfinite(window[1]):
+            seek["t"] = repr(window[1] - window[0])
         stream = (
-            ffmpeg.input(INPUT, threads=codec_threads(info.width, info.height),
+            ffmpeg.input(INPUT, threads=codec_threads(info.width, info.height), **seek,
                          **({} if info.autorotate else {"noautorotate": None}))
             .output("pipe:", format="rawvideo", pix_fmt="yuv420p" if self._i420 else "rgb24", vf=filters,
                     map=f"0:{info.stream}", fps_mode="passthrough")
-            .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "info")
+            .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "info",
+                         *(["-copyts"] if window else []))  # the source's timestamps, not the seek's
         )
         args = compile_command(stream, {INPUT: info.path})
         self._proc = start(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -94,7 +103,7 @@ class VideoReader:
             if stage == 0:
                 # showinfo's own count restarts whenever the filter graph is rebuilt (a resolution change
                 # mid-stream, as in conferencing recordings): the source index is this count of decoded frames.
-                index = self.frames_read
+                index = self.frames_read if self.window is None or pts == "NOPTS" else round(time_s * float(self.info.fps))
                 self.frames_read += 1
                 if self._sampled:
                     self._decoded.append((pts, index, time_s))

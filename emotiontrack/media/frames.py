@@ -38,13 +38,14 @@ class FrameSampler:
 class FrameSource:
     """An input's frames, each with whether it is analysed. Use as a context manager (stops ffmpeg)."""
 
-    def __init__(self, info: VideoInfo, sample_fps: float, keep_all: bool):
+    def __init__(self, info: VideoInfo, sample_fps: float, keep_all: bool, window: tuple[float, float] | None = None):
         self.info = info
         self.frames_read = 0  # frames (or stills) decoded, passed on or not
         self.decode_errors = 0
         # Without a sink that wants every frame, ffmpeg drops the unanalysed ones: at 25 fps and 2 analysed a
         # second, 1 frame in 12 crosses the pipe.
-        self._reader = None if info.is_stills else VideoReader(info, None if keep_all else sample_fps)
+        self._reader = None if info.is_stills else VideoReader(info, None if keep_all else sample_fps,
+                                                                     window=window)
         self._sampler = FrameSampler(sample_fps if keep_all and not info.is_stills else 0)
 
     def chunks(self, size: int, times: StageTimes,
@@ -52,7 +53,8 @@ class FrameSource:
         """Frames with their flags, in groups holding `size` analysed frames (the last may hold fewer).
         `on_frames(n)` reports decoded frames as they are consumed; `times["decode"]` gets the waiting."""
         chunk: list[tuple[Frame, bool]] = []
-        done = 0
+        done = 0  # frames reported, counted from the first one decoded (a window starts mid-source)
+        first: int | None = None
         for frame in _timed(self._reader if self._reader is not None else image_frames(self.info), times):
             take = self._sampler.take(frame.time_s)
             chunk.append((frame, take))
@@ -60,9 +62,10 @@ class FrameSource:
             if take and sum(t for _, t in chunk) >= size:
                 yield chunk
                 chunk = []
+            first = frame.index if first is None else first
             if on_frames:
-                on_frames(frame.index + 1 - done)
-            done = frame.index + 1
+                on_frames(frame.index - first + 1 - done)
+            done = frame.index - first + 1
         if chunk:
             yield chunk
         if self.info.is_stills and self.frames_read == 0:  # an empty result would be published, and skipped forever
