@@ -27,8 +27,16 @@ from emotiontrack.config import AnalyzeConfig
 from emotiontrack.errors import EmotionTrackError, OutputError
 from emotiontrack.media.probe import probe
 from emotiontrack.outputs.charts import plot_overview, plot_shares, plot_timelines
-from emotiontrack.outputs.publish import is_complete, manifest_key, publish, staging_dir, write_manifest
+from emotiontrack.outputs.publish import (
+    is_complete,
+    is_same_result,
+    manifest_key,
+    publish,
+    staging_dir,
+    write_manifest,
+)
 from emotiontrack.outputs.report import index_page, video_report
+from emotiontrack.outputs.s3 import S3Prefix, download, read_manifest, upload_files, upload_result
 from emotiontrack.outputs.summary import BestCrops, faces_table
 from emotiontrack.outputs.timeline import timeline_metadata, timeline_table, write_parquet
 from emotiontrack.outputs.video import AnnotatedStills, AnnotatedVideo
@@ -73,10 +81,12 @@ def check_output_dir(out: Path) -> None:
 
 def analyze_input(path: Path, out_dir: Path, config: AnalyzeConfig, models: Models,
                   on_start: Callable[[VideoInfo], None] | None = None, on_frames: Callable[[int], None] | None = None,
-                  overwrite: bool = False) -> Outcome:
-    """Analyse one input and publish its outputs; an EmotionTrackError becomes a failed Outcome."""
+                  overwrite: bool = False, remote: S3Prefix | None = None) -> Outcome:
+    """Analyse one input and publish its outputs into `out_dir`, and from there to `remote` if given (an
+    s3:// prefix; `out_dir` then keeps only faces.parquet, for the run's summary). An EmotionTrackError
+    becomes a failed Outcome."""
     started = time.monotonic()
-    if not overwrite and path.exists() and is_complete(path, out_dir, config, models.classifier.model_sha256):
+    if not overwrite and _already_done(path, out_dir, config, models.classifier.model_sha256, remote):
         faces = pd.read_parquet(out_dir / FACES)
         return Outcome(path, out_dir, faces=len(faces), skipped=True, wall_s=time.monotonic() - started)
     staging: Path | None = None
@@ -87,6 +97,9 @@ def analyze_input(path: Path, out_dir: Path, config: AnalyzeConfig, models: Mode
         staging = staging_dir(out_dir)
         result = analyze_into(staging, path, info, config, models, on_frames)
         publish(staging, out_dir)
+        if remote is not None:
+            upload_result(out_dir, remote)
+            _keep_only(out_dir, FACES)
     except EmotionTrackError as exc:
         return Outcome(path, out_dir, error=str(exc), wall_s=time.monotonic() - started)
     except OSError as exc:  # disk full, folder removed mid-run...
@@ -100,6 +113,24 @@ def analyze_input(path: Path, out_dir: Path, config: AnalyzeConfig, models: Mode
     video_s = info.duration_s if math.isfinite(info.duration_s) else 0.0
     return Outcome(path, out_dir, faces=result.face_count, video_s=video_s, frames_analysed=result.frames_analysed,
                    wall_s=time.monotonic() - started, stage_s=dict(result.times))
+
+
+def _already_done(path: Path, out_dir: Path, config: AnalyzeConfig, model_sha256: str, remote: S3Prefix | None) -> bool:
+    """A complete result for this source, model and settings exists (locally, or under `remote`; its
+    faces.parquet is then fetched for the run's summary)."""
+    if not path.exists():
+        return False
+    if remote is None:
+        return is_complete(path, out_dir, config, model_sha256)
+    manifest = read_manifest(remote)
+    return (manifest is not None and is_same_result(manifest, path, config, model_sha256)
+            and download(remote, FACES, out_dir / FACES))
+
+
+def _keep_only(folder: Path, name: str) -> None:
+    for entry in folder.iterdir():
+        if entry.name != name:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def _unexpected(path: Path, out_dir: Path, exc: Exception) -> str:
@@ -150,7 +181,7 @@ def analyze_into(staging: Path, path: Path, info: VideoInfo, config: AnalyzeConf
 
 
 def publish_result(path: Path, out_dir: Path, result: VideoResult, config: AnalyzeConfig, model_sha256: str,
-                   started: float) -> Outcome:
+                   started: float, remote: S3Prefix | None = None) -> Outcome:
     """Write and publish the outputs of an analysis made elsewhere (segments stitched into one result):
     the timeline, faces and charts, the report and the manifest; no annotated video or face crops."""
     staging = staging_dir(out_dir)
@@ -158,6 +189,11 @@ def publish_result(path: Path, out_dir: Path, result: VideoResult, config: Analy
         faces, charts = _write_tables_and_charts(staging, path, result, config, model_sha256)
         _finish(staging, path, result, config, model_sha256, faces, charts, started)
         publish(staging, out_dir)
+        if remote is not None:
+            upload_result(out_dir, remote)
+            _keep_only(out_dir, FACES)
+    except EmotionTrackError as exc:
+        return Outcome(path, out_dir, error=str(exc), wall_s=time.monotonic() - started)
     except OSError as exc:
         return Outcome(path, out_dir, error=f"{path}: cannot write results ({exc.strerror or exc})",
                        wall_s=time.monotonic() - started)
@@ -204,8 +240,13 @@ def _write_tables_and_charts(staging: Path, path: Path, result: VideoResult, con
     return faces, charts
 
 
-def write_run_summary(out: Path, outcomes: Sequence[Outcome]) -> Path | None:
-    """`out/summary.parquet` (all faces of the run's finished inputs), `overview.png` and `index.html`."""
+def write_run_summary(out: Path, outcomes: Sequence[Outcome], remote: S3Prefix | None = None) -> Path | None:
+    """`out/summary.parquet` (all faces of the run's finished inputs), `overview.png` and `index.html`; with
+    `remote`, uploaded there (a result's faces.parquet is fetched from it when its worker ran elsewhere)."""
+    if remote is not None:
+        for o in outcomes:
+            if o.ok and not (o.out_dir / FACES).is_file():
+                download(remote.child(o.out_dir.name), FACES, o.out_dir / FACES)
     parts = [pd.read_parquet(o.out_dir / FACES) for o in outcomes if o.ok and (o.out_dir / FACES).is_file()]
     if parts:
         summary = pd.concat(parts, ignore_index=True)
@@ -215,4 +256,8 @@ def write_run_summary(out: Path, outcomes: Sequence[Outcome]) -> Path | None:
         overview = None
     entries = [(str(o.path), o.out_dir, "skipped (already done)" if o.skipped else "done" if o.ok else f"failed: {o.error}")
                for o in outcomes]
-    return index_page(out, entries, overview)
+    index = index_page(out, entries, overview)
+    if remote is not None:
+        upload_files([p for p in (out / "summary.parquet", out / "overview.png", index, out / ERROR_LOG)
+                      if p is not None and p.is_file()], remote)
+    return index

@@ -106,3 +106,40 @@ def two_face_clip(tmp_path_factory) -> tuple[Path, list]:
     return path, truth
 
 
+
+
+@pytest.fixture(scope="session")
+def s3_env():
+    """A fresh moto S3 server and a bucket; the environment that points boto3 at it."""
+    pytest.importorskip("boto3")
+    pytest.importorskip("moto")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL_S3": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    s3_client(env).create_bucket(Bucket="results")
+    yield env
+    server.stop()
+
+
+def s3_client(env):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], aws_access_key_id="test",
+                        aws_secret_access_key="test", region_name="us-east-1")
+
+
+def s3_keys(env, prefix: str) -> set[str]:
+    listing = s3_client(env).list_objects_v2(Bucket="results", Prefix=prefix)
+    return {item["Key"][len(prefix):] for item in listing.get("Contents", [])}
+
+
+def s3_parquet(env, key: str):
+    import io
+
+    import pandas as pd
+
+    return pd.read_parquet(io.BytesIO(s3_client(env).get_object(Bucket="results", Key=key)["Body"].read()))

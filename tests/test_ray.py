@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import cli as plain_cli
-from conftest import leftovers
+from conftest import leftovers, s3_keys, s3_parquet
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -211,3 +211,16 @@ def test_segments_need_the_ray_engine_and_no_video(tmp_path, long_clip):
     done = plain_cli("analyze", long_clip, "-o", tmp_path / "out", "--segment-s", "4")
     assert done.returncode == 2 and "--segment-s needs --engine ray and --no-video" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_ray_workers_publish_to_s3(tmp_path, batch, tiny_model, ray_address, s3_env):
+    good = [batch[0], batch[2]]
+    local = cli("analyze", *good, "-o", tmp_path / "local", "--model", tiny_model, "--no-video")
+    on_ray = plain_cli("analyze", *good, "-o", "s3://results/ray", "--model", tiny_model, "--no-video",
+                       "--engine", "ray", "--ray-address", ray_address, "--workers", "2", env={**RAY_ENV, **s3_env})
+    assert local.returncode == on_ray.returncode == 0, on_ray.stderr
+    names = sorted(p.name for p in (tmp_path / "local").iterdir() if p.is_dir())
+    assert {f"{name}/manifest.json" for name in names} | {"summary.parquet", "index.html"} <= s3_keys(s3_env, "ray/")
+    for name in names:
+        pd.testing.assert_frame_equal(s3_parquet(s3_env, f"ray/{name}/timeline.parquet"),
+                                      pd.read_parquet(tmp_path / "local" / name / "timeline.parquet"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,8 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="analyse videos and image folders into per-face emotion timelines",
                        description="Detect, track and classify every face; write <out>/<input>/timeline.parquet per input.")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="video files (any format ffmpeg reads) or image folders")
-    p.add_argument("-o", "--output", type=Path, default=Path("emotiontrack-results"),
-                   help="output folder (default: %(default)s)")
+    p.add_argument("-o", "--output", default="emotiontrack-results",
+                   help="output folder, or an s3://bucket/prefix (staged on local disk, then uploaded; "
+                        "endpoint and credentials as boto3 takes them) (default: %(default)s)")
     p.add_argument("--fps", type=non_negative_float, default=d.sample_fps, dest="sample_fps",
                    help="frames analysed per second of video; 0 analyses every frame (default: %(default)s)")
     p.add_argument("--min-face", type=positive_float, default=d.min_face,
@@ -97,23 +100,32 @@ def run(args: argparse.Namespace, console: Console) -> int:
     with loading():  # the same garbage-collection policy as the API's load_models (runtime.py)
         from emotiontrack.batch import check_output_dir, write_run_summary
         from emotiontrack.outputs.publish import output_dirs, sweep_leftovers
+        from emotiontrack.outputs.s3 import S3Prefix, check_writable, is_s3
         from emotiontrack.pipeline import load_models
 
-        check_output_dir(args.output)  # before any model is loaded
-        for leftover in sweep_leftovers(args.output):
+        remote = S3Prefix.parse(args.output) if is_s3(args.output) else None
+        if remote is not None:
+            check_writable(remote)
+        out = Path(tempfile.mkdtemp(prefix="emotiontrack-")) if remote else Path(args.output)  # staging for S3
+        check_output_dir(out)  # before any model is loaded
+        for leftover in sweep_leftovers(out):
             log.info("removed %s, left by an interrupted run", leftover)
         models = load_models(config) if args.engine == "local" else None  # Ray workers load their own
     clean_up_on_signals()  # outputs are written from here on
-    args.paths = _once_each(args.paths)
-    dirs = output_dirs(args.paths, args.output)
-    with progress_bars(console) as progress:
-        bars = _InputBars(progress, len(args.paths))
-        if models is not None:
-            outcomes = _analyze_here(args, config, models, dirs, bars)
-        else:
-            outcomes = _analyze_on_ray(args, config, dirs, bars)
-    write_run_summary(args.output, outcomes)
-    _print_summary(console, outcomes, time.monotonic() - started)
+    try:
+        args.paths = _once_each(args.paths)
+        dirs = output_dirs(args.paths, out)
+        with progress_bars(console) as progress:
+            bars = _InputBars(progress, len(args.paths))
+            if models is not None:
+                outcomes = _analyze_here(args, config, models, dirs, bars, remote)
+            else:
+                outcomes = _analyze_on_ray(args, config, dirs, bars, remote)
+        write_run_summary(out, outcomes, remote)
+    finally:
+        if remote is not None:
+            shutil.rmtree(out, ignore_errors=True)
+    _print_summary(console, outcomes, time.monotonic() - started, remote)
     return 0 if all(o.ok for o in outcomes) else EXIT_FAILED
 
 
@@ -147,7 +159,7 @@ class _InputBars:
         self.display.advance(self.overall)
 
 
-def _analyze_here(args: argparse.Namespace, config, models, dirs: dict, bars: _InputBars) -> list:
+def _analyze_here(args: argparse.Namespace, config, models, dirs: dict, bars: _InputBars, remote) -> list:
     """The local engine: the inputs one after another, or on --jobs threads sharing the models."""
     from emotiontrack.batch import analyze_input
     from emotiontrack.config import usable_cores
@@ -164,6 +176,7 @@ def _analyze_here(args: argparse.Namespace, config, models, dirs: dict, bars: _I
 
     def run_one(path: Path):
         outcome = analyze_input(path, dirs[path], config, models, overwrite=args.overwrite,
+                                remote=remote.child(dirs[path].name) if remote else None,
                                 on_start=lambda info: bars.started(path, info.n_frames),
                                 on_frames=lambda n: on_frames(path, n))
         bars.finished(path, outcome)
@@ -174,14 +187,14 @@ def _analyze_here(args: argparse.Namespace, config, models, dirs: dict, bars: _I
     return _in_threads(run_one, args.paths, jobs, cancel)
 
 
-def _analyze_on_ray(args: argparse.Namespace, config, dirs: dict, bars: _InputBars) -> list:
+def _analyze_on_ray(args: argparse.Namespace, config, dirs: dict, bars: _InputBars, remote) -> list:
     from emotiontrack.cluster.engine import analyze_on_ray, ray_session
 
     options = RayOptions(args.ray_address, args.cpus_per_worker, args.gpus_per_worker, args.workers)
     if args.jobs > 1:
         log.info("--jobs applies to the local engine: Ray runs --workers")
     with ray_session(options):
-        return analyze_on_ray(args.paths, dirs, config, options, bars, overwrite=args.overwrite)
+        return analyze_on_ray(args.paths, dirs, config, options, bars, overwrite=args.overwrite, remote=remote)
 
 
 def _in_threads(run_one, paths: list[Path], jobs: int, cancel: threading.Event) -> list:
@@ -227,7 +240,7 @@ def _short(path: Path, width: int = 40) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
-def _print_summary(console: Console, outcomes: list, wall_s: float) -> None:
+def _print_summary(console: Console, outcomes: list, wall_s: float, remote) -> None:
     done = [o for o in outcomes if o.ok]
     failed = [o for o in outcomes if not o.ok]
     skipped = sum(o.skipped for o in done)
@@ -236,6 +249,7 @@ def _print_summary(console: Console, outcomes: list, wall_s: float) -> None:
         f"{sum(o.faces for o in done)} faces; "
         f"{sum(o.video_s for o in done):.1f} s of video in {wall_s:.1f} s wall time", highlight=False, soft_wrap=True)
     for o in done:
-        console.print(f"  ok      {o.path} -> {o.out_dir}", highlight=False, soft_wrap=True)
+        where = remote.child(o.out_dir.name) if remote else o.out_dir
+        console.print(f"  ok      {o.path} -> {where}", highlight=False, soft_wrap=True)
     for o in failed:
         console.print(f"  FAILED  {o.error}", highlight=False, soft_wrap=True)

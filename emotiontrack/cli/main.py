@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
-    for noisy in ("PIL", "matplotlib", "h5py"):
+    for noisy in ("PIL", "matplotlib", "h5py", "botocore", "boto3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Libraries' Python warnings (PIL's large images, matplotlib's missing glyphs) go to the log, shown with -v.
     logging.captureWarnings(True)

@@ -28,7 +28,8 @@ from emotiontrack.cluster.segments import Segment, overlap_s, plan_segments, sti
 from emotiontrack.config import AnalyzeConfig, RayOptions, usable_cores
 from emotiontrack.errors import EmotionTrackError
 from emotiontrack.media.probe import probe
-from emotiontrack.outputs.publish import is_complete, sweep_leftovers
+from emotiontrack.outputs.publish import is_complete, is_same_result, sweep_leftovers
+from emotiontrack.outputs.s3 import S3Prefix, read_manifest
 from emotiontrack.types import VideoResult
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,14 @@ def ray_session(options: RayOptions) -> Iterator[None]:
     except ImportError:
         raise EmotionTrackError('--engine ray needs Ray: pip install "emotiontrack[ray]"') from None
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # The workers reach s3:// with the driver's S3 settings (endpoint, credentials), as a local run would.
+    runtime_env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("AWS_")}}
     try:
         if options.address is None:
             ray.init(address="local", num_cpus=usable_cores(), include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.ERROR)
+                     logging_level=logging.ERROR, runtime_env=runtime_env)
         else:
-            ray.init(address=options.address, log_to_driver=False, logging_level=logging.ERROR)
+            ray.init(address=options.address, log_to_driver=False, logging_level=logging.ERROR, runtime_env=runtime_env)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         ray.shutdown()
         raise EmotionTrackError(f"cannot start or join Ray ({options.address or 'local'}): "
@@ -92,8 +95,9 @@ def gpu_share(options: RayOptions, workers: int, cluster_gpus: float) -> float:
 
 
 def analyze_on_ray(paths: Sequence[Path], dirs: dict[Path, Path], config: AnalyzeConfig, options: RayOptions,
-                   events: RunEvents, overwrite: bool = False) -> list[Outcome]:
-    """Analyse `paths` into `dirs` on the Ray session of the caller (`ray_session`); outcomes in input order."""
+                   events: RunEvents, overwrite: bool = False, remote: S3Prefix | None = None) -> list[Outcome]:
+    """Analyse `paths` into `dirs` (and from there to `remote`'s subfolders of the same names, if given) on
+    the Ray session of the caller (`ray_session`); outcomes in input order."""
     import ray
 
     from emotiontrack.cluster.worker import AnalysisWorker, RunControl
@@ -111,7 +115,7 @@ def analyze_on_ray(paths: Sequence[Path], dirs: dict[Path, Path], config: Analyz
     log.debug("%d Ray workers, %.2f CPUs and %.2f GPUs each", count, options.cpus_per_worker, gpus)
     try:
         model_sha256 = _wait_until_ready(ray, workers)
-        return _Feeder(ray, paths, dirs, config, model_sha256, events, overwrite).run(workers, control)
+        return _Feeder(ray, paths, dirs, config, model_sha256, events, overwrite, remote).run(workers, control)
     except BaseException:  # Ctrl-C, SIGTERM: workers stop at their next frame and remove their staging folders
         control.cancel.remote()
         raise
@@ -142,9 +146,9 @@ class _Feeder:
     """Each free worker gets the next job; progress is polled while they work; segments are stitched."""
 
     def __init__(self, ray, paths: Sequence[Path], dirs: dict[Path, Path], config: AnalyzeConfig,
-                 model_sha256: str, events: RunEvents, overwrite: bool):
+                 model_sha256: str, events: RunEvents, overwrite: bool, remote: S3Prefix | None):
         self.ray, self.dirs, self.config, self.model_sha256 = ray, dirs, config, model_sha256
-        self.events, self.overwrite = events, overwrite
+        self.events, self.overwrite, self.remote = events, overwrite, remote
         self.paths = list(paths)
         self.outcomes: dict[Path, Outcome] = {}
         self.segments: dict[Path, list[Segment]] = {}
@@ -158,7 +162,11 @@ class _Feeder:
         if not self.config.segment_s:
             return [_Job(key, path)]
         out_dir = self.dirs[path]
-        if not self.overwrite and path.exists() and is_complete(path, out_dir, self.config, self.model_sha256):
+        remote = self._remote(path)
+        manifest = read_manifest(remote) if remote else None
+        if not self.overwrite and path.exists() and (
+                is_same_result(manifest, path, self.config, self.model_sha256) if manifest
+                else is_complete(path, out_dir, self.config, self.model_sha256)):
             return [_Job(key, path)]  # its worker skips it, as the local engine would
         try:
             info = probe(path)
@@ -194,7 +202,7 @@ class _Feeder:
 
     def _call(self, worker, job: _Job):
         if job.segment is None:
-            return worker.analyze.remote(job.key, job.path, self.dirs[job.path], self.overwrite)
+            return worker.analyze.remote(job.key, job.path, self.dirs[job.path], self.overwrite, self._remote(job.path))
         return worker.analyze_segment.remote(job.key, job.path, job.segment.window)
 
     def _progress(self, control) -> None:
@@ -243,7 +251,11 @@ class _Feeder:
         for part in results:
             for stage, seconds in part.times.items():
                 result.times[stage] = result.times.get(stage, 0.0) + seconds
-        return publish_result(path, self.dirs[path], result, self.config, self.model_sha256, self.started[path])
+        return publish_result(path, self.dirs[path], result, self.config, self.model_sha256, self.started[path],
+                              self._remote(path))
+
+    def _remote(self, path: Path) -> S3Prefix | None:
+        return self.remote.child(self.dirs[path].name) if self.remote else None
 
     def _fail(self, path: Path, error: str) -> None:
         if path not in self.outcomes:

@@ -21,6 +21,7 @@ import ray
 from emotiontrack.batch import Outcome, analyze_input
 from emotiontrack.config import AnalyzeConfig
 from emotiontrack.media.probe import probe
+from emotiontrack.outputs.s3 import S3Prefix
 from emotiontrack.pipeline import analyze_video, load_models
 from emotiontrack.types import VideoInfo, VideoResult
 
@@ -95,12 +96,12 @@ class AnalysisWorker:
         """The emotion model's SHA-256, once the models are loaded."""
         return self.models.classifier.model_sha256
 
-    def analyze(self, key: str, path: Path, out_dir: Path, overwrite: bool) -> Outcome | None:
+    def analyze(self, key: str, path: Path, out_dir: Path, overwrite: bool, remote: S3Prefix | None) -> Outcome | None:
         """`analyze_input` on this worker; None if the run was cancelled meanwhile."""
         reporter = _Reporter(self.control, key)
         try:
             outcome = analyze_input(path, out_dir, self.config, self.models, on_start=reporter.start,
-                                    on_frames=reporter.frames, overwrite=overwrite)
+                                    on_frames=reporter.frames, overwrite=overwrite, remote=remote)
         except Cancelled:
             return None
         reporter.finish()

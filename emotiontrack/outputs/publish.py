@@ -74,10 +74,18 @@ def is_complete(path: Path, out_dir: Path, config: AnalyzeConfig, model_sha256: 
     """True if out_dir holds a finished result for this very source, model and settings."""
     try:
         manifest = json.loads((out_dir / MANIFEST).read_text())
-        key = manifest_key(path, config, model_sha256)
     except (OSError, ValueError):
         return False
-    return all(manifest.get(k) == v for k, v in key.items()) and all((out_dir / f).is_file() for f in manifest["files"])
+    return is_same_result(manifest, path, config, model_sha256) and all((out_dir / f).is_file() for f in manifest["files"])
+
+
+def is_same_result(manifest: dict, path: Path, config: AnalyzeConfig, model_sha256: str) -> bool:
+    """Whether a result's manifest was made from this very source, model and settings."""
+    try:
+        key = manifest_key(path, config, model_sha256)
+    except OSError:
+        return False
+    return all(manifest.get(k) == v for k, v in key.items())
 
 
 def staging_dir(out_dir: Path) -> Path:

@@ -1,0 +1,120 @@
+"""Results in object storage (`-o s3://bucket/prefix`): staged on local disk, uploaded, the manifest last.
+
+An S3 prefix has no rename: a result is complete when its manifest exists, and the manifest is uploaded
+after every other file with a conditional put (`If-None-Match: *`), so a result without its manifest counts
+as absent and is redone, and of two workers finishing the same input only one publishes. The endpoint and
+credentials are boto3's own settings (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, profiles).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from emotiontrack.errors import OutputError
+
+SCHEME = "s3://"
+MANIFEST = "manifest.json"
+
+
+def is_s3(text: str | Path) -> bool:
+    return str(text).startswith(SCHEME)
+
+
+@dataclass(frozen=True)
+class S3Prefix:
+    """s3://bucket/key: a folder-like prefix (key without trailing slash; "" for the bucket's root)."""
+
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Prefix:
+        bucket, _, key = uri[len(SCHEME):].partition("/")
+        if not bucket:
+            raise OutputError(f"{uri}: no bucket in this S3 URI")
+        return cls(bucket, key.strip("/"))
+
+    def child(self, name: str) -> S3Prefix:
+        return S3Prefix(self.bucket, f"{self.key}/{name}" if self.key else name)
+
+    def object_key(self, relative: str) -> str:
+        return f"{self.key}/{relative}" if self.key else relative
+
+    def __str__(self) -> str:
+        return f"{SCHEME}{self.bucket}/{self.key}"
+
+
+def _client():
+    import boto3
+
+    return boto3.client("s3")
+
+
+def _errors():
+    import botocore.exceptions
+
+    return botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError
+
+
+def check_writable(prefix: S3Prefix) -> None:
+    """Fail at once if the bucket cannot be reached or written."""
+    probe = prefix.object_key(".emotiontrack-write-test")
+    try:
+        client = _client()
+        client.put_object(Bucket=prefix.bucket, Key=probe, Body=b"")
+        client.delete_object(Bucket=prefix.bucket, Key=probe)
+    except ImportError:
+        raise OutputError('s3:// outputs need boto3: pip install "emotiontrack[ray]"') from None
+    except _errors() as exc:
+        raise OutputError(f"cannot write to {prefix}: {_message(exc)}") from None
+
+
+def read_manifest(prefix: S3Prefix) -> dict | None:
+    """The manifest of the result under `prefix`, or None if there is no complete result."""
+    try:
+        body = _client().get_object(Bucket=prefix.bucket, Key=prefix.object_key(MANIFEST))["Body"].read()
+        return json.loads(body)
+    except (*_errors(), ValueError):
+        return None
+
+
+def upload_result(folder: Path, prefix: S3Prefix) -> None:
+    """Upload a finished result folder: an older result's manifest is removed first, the new one put last."""
+    client = _client()
+    try:
+        client.delete_object(Bucket=prefix.bucket, Key=prefix.object_key(MANIFEST))
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+            client.upload_file(str(path), prefix.bucket, prefix.object_key(path.relative_to(folder).as_posix()))
+        client.put_object(Bucket=prefix.bucket, Key=prefix.object_key(MANIFEST),
+                          Body=(folder / MANIFEST).read_bytes(), IfNoneMatch="*")
+    except _errors() as exc:
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") == "PreconditionFailed":
+            return  # another worker published this result meanwhile
+        raise OutputError(f"cannot upload to {prefix}: {_message(exc)}") from None
+
+
+def upload_files(paths: list[Path], prefix: S3Prefix) -> None:
+    """Files of the run (summary, overview, index) to the prefix's root, replacing older ones."""
+    client = _client()
+    try:
+        for path in paths:
+            client.upload_file(str(path), prefix.bucket, prefix.object_key(path.name))
+    except _errors() as exc:
+        raise OutputError(f"cannot upload to {prefix}: {_message(exc)}") from None
+
+
+def download(prefix: S3Prefix, relative: str, target: Path) -> bool:
+    """One object of a result to a local file; False if it is not there."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _client().download_file(prefix.bucket, prefix.object_key(relative), str(target))
+        return True
+    except _errors():
+        return False
+
+
+def _message(exc: BaseException) -> str:
+    error = getattr(exc, "response", {}).get("Error", {})
+    return f"{error.get('Code')}: {error.get('Message')}" if error else str(exc).splitlines()[0]
