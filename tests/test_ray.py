@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,8 +21,9 @@ pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
 
-# `ray start` enables token authentication on a local head; a driver given its address must say it uses it.
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+# Token authentication, with a token of these tests' own: without one, `ray start` decides by whether
+# ~/.ray/auth_token exists, and a driver given an address must be told.
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
 
 
 def cli(*args, **kwargs):

@@ -65,7 +65,7 @@ def ray_session(options: RayOptions) -> Iterator[None]:
                      logging_level=logging.ERROR, runtime_env=runtime_env)
         else:
             ray.init(address=options.address, log_to_driver=False, logging_level=logging.ERROR, runtime_env=runtime_env)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
+    except Exception as exc:  # ConnectionError, AuthenticationError, ValueError...: one line for each
         ray.shutdown()
         raise EmotionTrackError(f"cannot start or join Ray ({options.address or 'local'}): "
                                 f"{next(iter(str(exc).splitlines()), exc)}") from None
@@ -113,22 +113,58 @@ def analyze_on_ray(paths: Sequence[Path], dirs: dict[Path, Path], config: Analyz
                                                       max_restarts=RETRIES, max_task_retries=RETRIES)
     workers = [worker_class.remote(config, control_name) for _ in range(count)]
     log.debug("%d Ray workers, %.2f CPUs and %.2f GPUs each", count, options.cpus_per_worker, gpus)
-    try:
-        model_sha256 = _wait_until_ready(ray, workers)
-        return _Feeder(ray, paths, dirs, config, model_sha256, events, overwrite, remote).run(workers, control)
-    except BaseException:  # Ctrl-C, SIGTERM: workers stop at their next frame and remove their staging folders
-        control.cancel.remote()
-        raise
-    finally:
-        _stop(ray, workers)
-        for leftover in sweep_leftovers(next(iter(dirs.values())).parent) if dirs else []:
-            log.debug("removed %s, left by a lost worker", leftover)
+    with _DeferredSignals() as signals:
+        try:
+            model_sha256 = _wait_until_ready(ray, workers, signals)
+            feeder = _Feeder(ray, paths, dirs, config, model_sha256, events, overwrite, remote)
+            return feeder.run(workers, control, signals)
+        except BaseException:  # Ctrl-C, SIGTERM: workers stop at their next frame and remove their staging folders
+            control.cancel.remote()
+            raise
+        finally:
+            _stop(ray, workers)
+            for leftover in sweep_leftovers(next(iter(dirs.values())).parent) if dirs else []:
+                log.debug("removed %s, left by a lost worker", leftover)
 
 
-def _wait_until_ready(ray, workers: list) -> str:
+class _DeferredSignals:
+    """An exception raised by a signal handler while Ray's core waits becomes a SystemError with a traceback.
+    While the driver talks to Ray, SIGINT and SIGTERM are only recorded; `check()`, between Ray calls, runs
+    the handler the caller had installed (which raises KeyboardInterrupt or its own exception)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> _DeferredSignals:
+        self.pending: int | None = None
+        self.saved: dict[int, Any] = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._record)
+        return self
+
+    def _record(self, signum, frame) -> None:
+        self.pending = signum
+
+    def check(self) -> None:
+        if self.pending is not None:
+            signum, self.pending = self.pending, None
+            handler = self.saved[signum]
+            if callable(handler):
+                handler(signum, None)
+            raise KeyboardInterrupt()
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+def _wait_until_ready(ray, workers: list, signals: _DeferredSignals) -> str:
     """The model's SHA-256, once every worker has loaded the models."""
+    calls = [w.ready.remote() for w in workers]
+    while len(ray.wait(calls, num_returns=len(calls), timeout=POLL_S)[0]) < len(calls):
+        signals.check()
+    signals.check()
     try:
-        return ray.get([w.ready.remote() for w in workers])[0]
+        return ray.get(calls)[0]
     except ray.exceptions.RayActorError as exc:
         raise EmotionTrackError(f"the Ray workers could not start: {_cause(exc)}") from None
 
@@ -179,7 +215,7 @@ class _Feeder:
         self.segments[path], self.parts[path] = segments, {}
         return [_Job(f"{key}.{k}", path, segment) for k, segment in enumerate(segments)]
 
-    def run(self, workers: list, control) -> list[Outcome]:
+    def run(self, workers: list, control, signals: _DeferredSignals) -> list[Outcome]:
         free = list(workers)
         in_flight: dict = {}  # call -> (job, worker)
         while self.jobs or in_flight:
@@ -190,6 +226,7 @@ class _Feeder:
                     in_flight[self._call(worker, job)] = (job, worker)
             ready, _ = self.ray.wait(list(in_flight), num_returns=1, timeout=POLL_S) if in_flight else ([], [])
             self._progress(control)
+            signals.check()
             for call in ready:
                 job, worker = in_flight.pop(call)
                 if self._collect(call, job):
