@@ -76,7 +76,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                               "none starts a local Ray on this machine's cores (default: none)")
     cluster.add_argument("--workers", type=positive_int, default=r.workers,
                          help="Ray workers (default: as many as the cluster's CPUs hold at --cpus-per-worker, "
-                              "at most one per input)")
+                              "at most one per input unless --segment-s)")
     cluster.add_argument("--cpus-per-worker", type=positive_float, default=r.cpus_per_worker,
                          help="CPUs Ray reserves per worker (default: %(default)s)")
     cluster.add_argument("--gpus-per-worker", type=non_negative_float, default=r.gpus_per_worker,

@@ -81,10 +81,11 @@ def ray_session(options: RayOptions) -> Iterator[None]:
         ray.shutdown()
 
 
-def worker_count(options: RayOptions, inputs: int, cluster_cpus: float) -> int:
-    """As many workers as asked, or as the cluster's CPUs hold, and no more than there are inputs."""
+def worker_count(options: RayOptions, jobs: int | None, cluster_cpus: float) -> int:
+    """As many workers as asked, or as the cluster's CPUs hold, and no more than there are jobs (inputs;
+    None: not known yet, as with segments)."""
     wanted = options.workers or max(1, int(cluster_cpus // options.cpus_per_worker))
-    return max(1, min(wanted, inputs))
+    return max(1, min(wanted, jobs or wanted))
 
 
 def gpu_share(options: RayOptions, workers: int, cluster_gpus: float) -> float:
@@ -103,7 +104,7 @@ def analyze_on_ray(paths: Sequence[Path], dirs: dict[Path, Path], config: Analyz
     from emotiontrack.cluster.worker import AnalysisWorker, RunControl
 
     resources = ray.cluster_resources()
-    count = worker_count(options, len(paths), resources.get("CPU", 1.0))
+    count = worker_count(options, None if config.segment_s else len(paths), resources.get("CPU", 1.0))
     gpus = gpu_share(options, count, resources.get("GPU", 0.0))
     # Named, so that workers find it by name: an actor handle among a restartable actor's arguments would be
     # kept in the object store for its restarts.
