@@ -32,15 +32,24 @@ from emotiontrack.outputs.publish import (
     is_same_result,
     manifest_key,
     publish,
+    source_identity,
     staging_dir,
     write_manifest,
 )
 from emotiontrack.outputs.report import index_page, video_report
-from emotiontrack.outputs.s3 import S3Prefix, download, read_manifest, upload_files, upload_result
 from emotiontrack.outputs.summary import BestCrops, faces_table
 from emotiontrack.outputs.timeline import timeline_metadata, timeline_table, write_parquet
 from emotiontrack.outputs.video import AnnotatedStills, AnnotatedVideo
 from emotiontrack.pipeline import Models, analyze_video
+from emotiontrack.s3 import (
+    S3Prefix,
+    download,
+    download_object,
+    object_identity,
+    read_manifest,
+    upload_files,
+    upload_result,
+)
 from emotiontrack.stages.classify_worker import FrameSink
 from emotiontrack.types import VideoInfo, VideoResult, path_text
 
@@ -63,6 +72,12 @@ class Outcome:
     wall_s: float = 0.0
     skipped: bool = False  # already complete from an earlier run with the same model and settings
     stage_s: dict[str, float] | None = None  # wall seconds per pipeline stage
+    source: str | None = None  # the s3:// URI of an input downloaded to `path`
+
+    @property
+    def name(self) -> str:
+        """The input as the user named it."""
+        return self.source or path_text(self.path)
 
     @property
     def ok(self) -> bool:
@@ -81,49 +96,70 @@ def check_output_dir(out: Path) -> None:
 
 def analyze_input(path: Path, out_dir: Path, config: AnalyzeConfig, models: Models,
                   on_start: Callable[[VideoInfo], None] | None = None, on_frames: Callable[[int], None] | None = None,
-                  overwrite: bool = False, remote: S3Prefix | None = None) -> Outcome:
+                  overwrite: bool = False, remote: S3Prefix | None = None, source: str | None = None) -> Outcome:
     """Analyse one input and publish its outputs into `out_dir`, and from there to `remote` if given (an
-    s3:// prefix; `out_dir` then keeps only faces.parquet, for the run's summary). An EmotionTrackError
-    becomes a failed Outcome."""
+    s3:// prefix; `out_dir` then keeps only faces.parquet, for the run's summary). With `source` (an s3://
+    URI) the input is downloaded to `path` first and removed afterwards. An EmotionTrackError becomes a
+    failed Outcome."""
     started = time.monotonic()
-    if not overwrite and _already_done(path, out_dir, config, models.classifier.model_sha256, remote):
-        faces = pd.read_parquet(out_dir / FACES)
-        return Outcome(path, out_dir, faces=len(faces), skipped=True, wall_s=time.monotonic() - started)
+    sha = models.classifier.model_sha256
     staging: Path | None = None
     try:
+        identity = _identity(path, source)
+        if not overwrite and identity is not None and _already_done(identity, out_dir, config, sha, remote):
+            faces = pd.read_parquet(out_dir / FACES)
+            return Outcome(path, out_dir, faces=len(faces), skipped=True, wall_s=time.monotonic() - started, source=source)
+        if source is not None:
+            download_object(source, path)
         info = probe(path)
         if on_start:
             on_start(info)
         staging = staging_dir(out_dir)
-        result = analyze_into(staging, path, info, config, models, on_frames)
+        result = analyze_into(staging, path, info, config, models, on_frames, source, identity)
         publish(staging, out_dir)
         if remote is not None:
             upload_result(out_dir, remote)
             _keep_only(out_dir, FACES)
     except EmotionTrackError as exc:
-        return Outcome(path, out_dir, error=str(exc), wall_s=time.monotonic() - started)
+        return _failed(path, out_dir, str(exc), started, source)
     except OSError as exc:  # disk full, folder removed mid-run...
-        return Outcome(path, out_dir, error=f"{path}: cannot write results ({exc.strerror or exc})",
-                       wall_s=time.monotonic() - started)
+        return _failed(path, out_dir, f"{path}: cannot write results ({exc.strerror or exc})", started, source)
     except Exception as exc:  # a surprise from a library (or a bug): this input fails alone, details in the log
-        return Outcome(path, out_dir, error=_unexpected(path, out_dir, exc), wall_s=time.monotonic() - started)
+        return _failed(path, out_dir, _unexpected(path, out_dir, exc), started, source)
     finally:
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        if source is not None:
+            path.unlink(missing_ok=True)
     video_s = info.duration_s if math.isfinite(info.duration_s) else 0.0
     return Outcome(path, out_dir, faces=result.face_count, video_s=video_s, frames_analysed=result.frames_analysed,
-                   wall_s=time.monotonic() - started, stage_s=dict(result.times))
+                   wall_s=time.monotonic() - started, stage_s=dict(result.times), source=source)
 
 
-def _already_done(path: Path, out_dir: Path, config: AnalyzeConfig, model_sha256: str, remote: S3Prefix | None) -> bool:
+def _identity(path: Path, source: str | None) -> dict[str, object] | None:
+    """The input's identity for manifests; None for a local path that is not there (probe says why)."""
+    if source is not None:
+        return object_identity(source)
+    try:
+        return source_identity(path)
+    except OSError:
+        return None
+
+
+def _failed(path: Path, out_dir: Path, error: str, started: float, source: str | None) -> Outcome:
+    """A failed input; an s3:// input's messages name its URI, not where it was downloaded."""
+    error = error.replace(str(path), source) if source else error
+    return Outcome(path, out_dir, error=error, wall_s=time.monotonic() - started, source=source)
+
+
+def _already_done(identity: dict[str, object], out_dir: Path, config: AnalyzeConfig, model_sha256: str,
+                  remote: S3Prefix | None) -> bool:
     """A complete result for this source, model and settings exists (locally, or under `remote`; its
     faces.parquet is then fetched for the run's summary)."""
-    if not path.exists():
-        return False
     if remote is None:
-        return is_complete(path, out_dir, config, model_sha256)
+        return is_complete(identity, out_dir, config, model_sha256)
     manifest = read_manifest(remote)
-    return (manifest is not None and is_same_result(manifest, path, config, model_sha256)
+    return (manifest is not None and is_same_result(manifest, identity, config, model_sha256)
             and download(remote, FACES, out_dir / FACES))
 
 
@@ -158,8 +194,11 @@ def frame_sinks(staging: Path, info: VideoInfo, config: AnalyzeConfig) -> list[F
 
 
 def analyze_into(staging: Path, path: Path, info: VideoInfo, config: AnalyzeConfig, models: Models,
-                 on_frames: Callable[[int], None] | None) -> VideoResult:
-    """Analyse one input and write all its outputs, the manifest last, into `staging`."""
+                 on_frames: Callable[[int], None] | None, source: str | None = None,
+                 identity: dict[str, object] | None = None) -> VideoResult:
+    """Analyse one input and write all its outputs, the manifest last, into `staging`. `source` names the
+    input in the outputs (its s3:// URI; default: its path), `identity` its manifest (default: the path's)."""
+    name = source or path_text(path)
     started = time.monotonic()
     sinks = frame_sinks(staging, info, config)
     try:
@@ -170,13 +209,14 @@ def analyze_into(staging: Path, path: Path, info: VideoInfo, config: AnalyzeConf
         with ThreadPoolExecutor(1, thread_name_prefix="close") as closer:
             closing = closer.submit(_close_all, sinks, result)  # the video encodes its last frames meanwhile
             with result.times.measure("write"):
-                faces, charts = _write_tables_and_charts(staging, path, result, config, models.classifier.model_sha256)
+                faces, charts = _write_tables_and_charts(staging, path, name, result, config, models.classifier.model_sha256)
             closing.result()
     except BaseException:
         for sink in sinks:
             sink.abort()
         raise
-    _finish(staging, path, result, config, models.classifier.model_sha256, faces, charts, started)
+    _finish(staging, name, identity or source_identity(path), result, config, models.classifier.model_sha256,
+            faces, charts, started)
     return result
 
 
@@ -186,8 +226,8 @@ def publish_result(path: Path, out_dir: Path, result: VideoResult, config: Analy
     the timeline, faces and charts, the report and the manifest; no annotated video or face crops."""
     staging = staging_dir(out_dir)
     try:
-        faces, charts = _write_tables_and_charts(staging, path, result, config, model_sha256)
-        _finish(staging, path, result, config, model_sha256, faces, charts, started)
+        faces, charts = _write_tables_and_charts(staging, path, path_text(path), result, config, model_sha256)
+        _finish(staging, path_text(path), source_identity(path), result, config, model_sha256, faces, charts, started)
         publish(staging, out_dir)
         if remote is not None:
             upload_result(out_dir, remote)
@@ -205,12 +245,12 @@ def publish_result(path: Path, out_dir: Path, result: VideoResult, config: Analy
                    frames_analysed=result.frames_analysed, wall_s=time.monotonic() - started, stage_s=dict(result.times))
 
 
-def _finish(staging: Path, path: Path, result: VideoResult, config: AnalyzeConfig, model_sha256: str,
-            faces: pd.DataFrame, charts: list[Path], started: float) -> None:
+def _finish(staging: Path, name: str, identity: dict[str, object], result: VideoResult, config: AnalyzeConfig,
+            model_sha256: str, faces: pd.DataFrame, charts: list[Path], started: float) -> None:
     """The report, then the manifest (last: it says the folder is complete)."""
     links = [f for f in (VIDEO, "annotated/", TIMELINE, FACES) if (staging / f).exists()]
-    video_report(staging, path_text(path), faces, timeline_metadata(result, config, model_sha256), charts, links)
-    write_manifest(staging, manifest_key(path, config, model_sha256),
+    video_report(staging, name, faces, timeline_metadata(result, config, model_sha256), charts, links)
+    write_manifest(staging, manifest_key(identity, config, model_sha256),
                    {"wall_s": time.monotonic() - started, "stage_seconds": dict(result.times)})
 
 
@@ -226,9 +266,8 @@ def _close_all(sinks: Sequence[FrameSink], result: VideoResult) -> None:
                 sink.abort()
 
 
-def _write_tables_and_charts(staging: Path, path: Path, result: VideoResult, config: AnalyzeConfig,
+def _write_tables_and_charts(staging: Path, path: Path, name: str, result: VideoResult, config: AnalyzeConfig,
                              model_sha256: str) -> tuple[pd.DataFrame, list[Path]]:
-    name = path_text(path)
     table = timeline_table(result, config, model_sha256, name)
     write_parquet(table, staging / TIMELINE)
     timeline = table.to_pandas()
@@ -254,7 +293,7 @@ def write_run_summary(out: Path, outcomes: Sequence[Outcome], remote: S3Prefix |
         overview = plot_overview(summary, out / "overview.png") if len(parts) > 1 else None
     else:
         overview = None
-    entries = [(str(o.path), o.out_dir, "skipped (already done)" if o.skipped else "done" if o.ok else f"failed: {o.error}")
+    entries = [(o.name, o.out_dir, "skipped (already done)" if o.skipped else "done" if o.ok else f"failed: {o.error}")
                for o in outcomes]
     index = index_page(out, entries, overview)
     if remote is not None:

@@ -226,3 +226,14 @@ def test_ray_workers_publish_to_s3(tmp_path, batch, tiny_model, ray_address, s3_
     for name in names:
         pd.testing.assert_frame_equal(s3_parquet(s3_env, f"ray/{name}/timeline.parquet"),
                                       pd.read_parquet(tmp_path / "local" / name / "timeline.parquet"))
+
+
+def test_ray_workers_download_s3_inputs(tmp_path, two_face_clip, tiny_model, ray_address, s3_env):
+    from conftest import s3_client
+
+    s3_client(s3_env).upload_file(str(two_face_clip[0]), "results", "inputs/ray-input.mp4")
+    uri = "s3://results/inputs/ray-input.mp4"
+    done = plain_cli("analyze", uri, "-o", tmp_path / "out", "--model", tiny_model, "--no-video", "--engine", "ray",
+                     "--ray-address", ray_address, env={**RAY_ENV, **s3_env})
+    assert done.returncode == 0, done.stderr
+    assert set(pd.read_parquet(tmp_path / "out" / "ray-input" / "timeline.parquet").video) == {uri}

@@ -39,3 +39,20 @@ def test_an_unreachable_bucket_fails_before_any_work(two_face_clip, s3_env):
     done = cli("analyze", two_face_clip[0], "-o", "s3://no-such-bucket/x", env=s3_env)
     assert done.returncode == 1 and "cannot write to s3://no-such-bucket/x" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_an_s3_input_is_downloaded_analysed_and_named_by_its_uri(tmp_path, two_face_clip, tiny_model, s3_env):
+    s3_client(s3_env).upload_file(str(two_face_clip[0]), "results", "inputs/interview.mp4")
+    uri = "s3://results/inputs/interview.mp4"
+    args = ["--model", tiny_model, "--no-video", "-o", tmp_path / "out"]
+    done = cli("analyze", uri, "s3://results/inputs/missing.mp4", *args, env=s3_env)
+    assert done.returncode == 1, done.stderr
+    assert "s3://results/inputs/missing.mp4: cannot read" in done.stderr and "Traceback" not in done.stderr
+    timeline = pd.read_parquet(tmp_path / "out" / "interview" / "timeline.parquet")
+    assert set(timeline.video) == {uri} and timeline.face_id.nunique() == 2
+    import json
+
+    manifest = json.loads((tmp_path / "out" / "interview" / "manifest.json").read_text())
+    assert manifest["source"] == uri and manifest["source_size"] == two_face_clip[0].stat().st_size
+    again = cli("analyze", uri, *args, env=s3_env)  # the identity is the object's, not the download's
+    assert again.returncode == 0 and "already complete" in again.stderr

@@ -30,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d = AnalyzeConfig()
     p = sub.add_parser("analyze", help="analyse videos and image folders into per-face emotion timelines",
                        description="Detect, track and classify every face; write <out>/<input>/timeline.parquet per input.")
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="video files (any format ffmpeg reads) or image folders")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="video files (any format ffmpeg reads), image folders, or s3://bucket/key videos")
     p.add_argument("-o", "--output", default="emotiontrack-results",
                    help="output folder, or an s3://bucket/prefix (staged on local disk, then uploaded; "
                         "endpoint and credentials as boto3 takes them) (default: %(default)s)")
@@ -100,46 +101,63 @@ def run(args: argparse.Namespace, console: Console) -> int:
     with loading():  # the same garbage-collection policy as the API's load_models (runtime.py)
         from emotiontrack.batch import check_output_dir, write_run_summary
         from emotiontrack.outputs.publish import output_dirs, sweep_leftovers
-        from emotiontrack.outputs.s3 import S3Prefix, check_writable, is_s3
         from emotiontrack.pipeline import load_models
+        from emotiontrack.s3 import S3Prefix, check_writable, is_s3
 
         remote = S3Prefix.parse(args.output) if is_s3(args.output) else None
         if remote is not None:
             check_writable(remote)
-        out = Path(tempfile.mkdtemp(prefix="emotiontrack-")) if remote else Path(args.output)  # staging for S3
+        # Local scratch: s3:// inputs are downloaded under inputs/, results for s3:// staged under results/
+        scratch = Path(tempfile.mkdtemp(prefix="emotiontrack-"))
+        out = scratch / "results" if remote else Path(args.output)
         check_output_dir(out)  # before any model is loaded
         for leftover in sweep_leftovers(out):
             log.info("removed %s, left by an interrupted run", leftover)
         models = load_models(config) if args.engine == "local" else None  # Ray workers load their own
     clean_up_on_signals()  # outputs are written from here on
     try:
-        args.paths = _once_each(args.paths)
-        dirs = output_dirs(args.paths, out)
+        args.paths, sources = _inputs(_once_each(args.paths), scratch / "inputs")
+        dirs = output_dirs(args.paths, out, sources)
         with progress_bars(console) as progress:
-            bars = _InputBars(progress, len(args.paths))
+            bars = _InputBars(progress, len(args.paths), sources)
             if models is not None:
-                outcomes = _analyze_here(args, config, models, dirs, bars, remote)
+                outcomes = _analyze_here(args, config, models, dirs, bars, remote, sources)
             else:
-                outcomes = _analyze_on_ray(args, config, dirs, bars, remote)
+                outcomes = _analyze_on_ray(args, config, dirs, bars, remote, sources)
         write_run_summary(out, outcomes, remote)
     finally:
-        if remote is not None:
-            shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     _print_summary(console, outcomes, time.monotonic() - started, remote)
     return 0 if all(o.ok for o in outcomes) else EXIT_FAILED
+
+
+def _inputs(texts: list[str], downloads: Path) -> tuple[list[Path], dict[Path, str]]:
+    """Each input as the local path it is analysed from; s3:// ones map to where they will be downloaded."""
+    from emotiontrack.s3 import is_s3, split_uri
+
+    paths, sources = [], {}
+    for text in texts:
+        if is_s3(text):
+            bucket, key = split_uri(text)
+            path = downloads / bucket / key
+            sources[path] = text
+        else:
+            path = Path(text)
+        paths.append(path)
+    return paths, sources
 
 
 class _InputBars:
     """A progress bar per input (frames) beside the overall one (inputs)."""
 
-    def __init__(self, progress: Progress, inputs: int) -> None:
-        self.display = progress
+    def __init__(self, progress: Progress, inputs: int, sources: dict[Path, str]) -> None:
+        self.display, self.sources = progress, sources
         self.tasks: dict[Path, TaskID] = {}
         self.overall = progress.add_task("inputs", total=inputs)
 
     def _task(self, path: Path):
         if path not in self.tasks:
-            self.tasks[path] = self.display.add_task(_short(path), total=None)
+            self.tasks[path] = self.display.add_task(_short(self.sources.get(path) or str(path)), total=None)
         return self.tasks[path]
 
     def started(self, path: Path, total: int | None) -> None:
@@ -155,11 +173,11 @@ class _InputBars:
         task = self._task(path)
         done = self.display.tasks[task].completed or 1
         self.display.update(task, total=done, completed=done)
-        _say_outcome(self.display.console, path, outcome)
+        _say_outcome(self.display.console, outcome)
         self.display.advance(self.overall)
 
 
-def _analyze_here(args: argparse.Namespace, config, models, dirs: dict, bars: _InputBars, remote) -> list:
+def _analyze_here(args: argparse.Namespace, config, models, dirs: dict, bars: _InputBars, remote, sources: dict) -> list:
     """The local engine: the inputs one after another, or on --jobs threads sharing the models."""
     from emotiontrack.batch import analyze_input
     from emotiontrack.config import usable_cores
@@ -176,7 +194,7 @@ def _analyze_here(args: argparse.Namespace, config, models, dirs: dict, bars: _I
 
     def run_one(path: Path):
         outcome = analyze_input(path, dirs[path], config, models, overwrite=args.overwrite,
-                                remote=remote.child(dirs[path].name) if remote else None,
+                                remote=remote.child(dirs[path].name) if remote else None, source=sources.get(path),
                                 on_start=lambda info: bars.started(path, info.n_frames),
                                 on_frames=lambda n: on_frames(path, n))
         bars.finished(path, outcome)
@@ -187,14 +205,15 @@ def _analyze_here(args: argparse.Namespace, config, models, dirs: dict, bars: _I
     return _in_threads(run_one, args.paths, jobs, cancel)
 
 
-def _analyze_on_ray(args: argparse.Namespace, config, dirs: dict, bars: _InputBars, remote) -> list:
+def _analyze_on_ray(args: argparse.Namespace, config, dirs: dict, bars: _InputBars, remote, sources: dict) -> list:
     from emotiontrack.cluster.engine import analyze_on_ray, ray_session
 
     options = RayOptions(args.ray_address, args.cpus_per_worker, args.gpus_per_worker, args.workers)
     if args.jobs > 1:
         log.info("--jobs applies to the local engine: Ray runs --workers")
     with ray_session(options):
-        return analyze_on_ray(args.paths, dirs, config, options, bars, overwrite=args.overwrite, remote=remote)
+        return analyze_on_ray(args.paths, dirs, config, options, bars, overwrite=args.overwrite, remote=remote,
+                              sources=sources)
 
 
 def _in_threads(run_one, paths: list[Path], jobs: int, cancel: threading.Event) -> list:
@@ -216,27 +235,28 @@ class Cancelled(BaseException):
     """Raised in an input's thread to stop it when the run is interrupted."""
 
 
-def _once_each(paths: list[Path]) -> list[Path]:
+def _once_each(paths: list[str]) -> list[str]:
     """The inputs in the order given, each once (the same file named twice is analysed once)."""
-    first: dict[Path, Path] = {}
+    from emotiontrack.s3 import is_s3
+
+    first: dict[str, str] = {}
     for path in paths:
-        first.setdefault(path.absolute(), path)
+        first.setdefault(path if is_s3(path) else str(Path(path).absolute()), path)
     unique = list(first.values())
     if len(unique) < len(paths):
         log.info("%d input(s) given more than once: each is analysed once", len(paths) - len(unique))
     return unique
 
 
-def _say_outcome(console: Console, path: Path, outcome) -> None:
+def _say_outcome(console: Console, outcome) -> None:
     if not outcome.ok:
         console.print(f"[red]failed:[/] {outcome.error}", highlight=False, soft_wrap=True)
     elif outcome.skipped:
-        console.print(f"skipped {path}: already done with this model and settings (--overwrite redoes it)",
+        console.print(f"skipped {outcome.name}: already done with this model and settings (--overwrite redoes it)",
                       highlight=False, soft_wrap=True)
 
 
-def _short(path: Path, width: int = 40) -> str:
-    text = str(path)
+def _short(text: str, width: int = 40) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
@@ -250,6 +270,6 @@ def _print_summary(console: Console, outcomes: list, wall_s: float, remote) -> N
         f"{sum(o.video_s for o in done):.1f} s of video in {wall_s:.1f} s wall time", highlight=False, soft_wrap=True)
     for o in done:
         where = remote.child(o.out_dir.name) if remote else o.out_dir
-        console.print(f"  ok      {o.path} -> {where}", highlight=False, soft_wrap=True)
+        console.print(f"  ok      {o.name} -> {where}", highlight=False, soft_wrap=True)
     for o in failed:
         console.print(f"  FAILED  {o.error}", highlight=False, soft_wrap=True)

@@ -17,7 +17,7 @@ import signal
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +28,8 @@ from emotiontrack.cluster.segments import Segment, overlap_s, plan_segments, sti
 from emotiontrack.config import AnalyzeConfig, RayOptions, usable_cores
 from emotiontrack.errors import EmotionTrackError
 from emotiontrack.media.probe import probe
-from emotiontrack.outputs.publish import is_complete, is_same_result, sweep_leftovers
-from emotiontrack.outputs.s3 import S3Prefix, read_manifest
+from emotiontrack.outputs.publish import is_complete, is_same_result, source_identity, sweep_leftovers
+from emotiontrack.s3 import S3Prefix, read_manifest
 from emotiontrack.types import VideoResult
 
 log = logging.getLogger(__name__)
@@ -96,9 +96,11 @@ def gpu_share(options: RayOptions, workers: int, cluster_gpus: float) -> float:
 
 
 def analyze_on_ray(paths: Sequence[Path], dirs: dict[Path, Path], config: AnalyzeConfig, options: RayOptions,
-                   events: RunEvents, overwrite: bool = False, remote: S3Prefix | None = None) -> list[Outcome]:
+                   events: RunEvents, overwrite: bool = False, remote: S3Prefix | None = None,
+                   sources: Mapping[Path, str] | None = None) -> list[Outcome]:
     """Analyse `paths` into `dirs` (and from there to `remote`'s subfolders of the same names, if given) on
-    the Ray session of the caller (`ray_session`); outcomes in input order."""
+    the Ray session of the caller (`ray_session`); outcomes in input order. `sources` maps the paths of
+    s3:// inputs to their URIs: each worker downloads its input there."""
     import ray
 
     from emotiontrack.cluster.worker import AnalysisWorker, RunControl
@@ -117,7 +119,7 @@ def analyze_on_ray(paths: Sequence[Path], dirs: dict[Path, Path], config: Analyz
     with _DeferredSignals() as signals:
         try:
             model_sha256 = _wait_until_ready(ray, workers, signals)
-            feeder = _Feeder(ray, paths, dirs, config, model_sha256, events, overwrite, remote)
+            feeder = _Feeder(ray, paths, dirs, config, model_sha256, events, overwrite, remote, sources or {})
             return feeder.run(workers, control, signals)
         except BaseException:  # Ctrl-C, SIGTERM: workers stop at their next frame and remove their staging folders
             control.cancel.remote()
@@ -183,9 +185,10 @@ class _Feeder:
     """Each free worker gets the next job; progress is polled while they work; segments are stitched."""
 
     def __init__(self, ray, paths: Sequence[Path], dirs: dict[Path, Path], config: AnalyzeConfig,
-                 model_sha256: str, events: RunEvents, overwrite: bool, remote: S3Prefix | None):
+                 model_sha256: str, events: RunEvents, overwrite: bool, remote: S3Prefix | None,
+                 sources: Mapping[Path, str]):
         self.ray, self.dirs, self.config, self.model_sha256 = ray, dirs, config, model_sha256
-        self.events, self.overwrite, self.remote = events, overwrite, remote
+        self.events, self.overwrite, self.remote, self.sources = events, overwrite, remote, sources
         self.paths = list(paths)
         self.outcomes: dict[Path, Outcome] = {}
         self.segments: dict[Path, list[Segment]] = {}
@@ -196,17 +199,19 @@ class _Feeder:
     def _jobs(self, key: str, path: Path) -> list[_Job]:
         """A video in segments (--segment-s) unless it is already done, fails to probe, or is short."""
         self.started[path] = time.monotonic()
-        if not self.config.segment_s:
+        if not self.config.segment_s or path in self.sources:  # an s3:// input is downloaded by its worker
             return [_Job(key, path)]
         out_dir = self.dirs[path]
         remote = self._remote(path)
         manifest = read_manifest(remote) if remote else None
-        if not self.overwrite and path.exists() and (
-                is_same_result(manifest, path, self.config, self.model_sha256) if manifest
-                else is_complete(path, out_dir, self.config, self.model_sha256)):
-            return [_Job(key, path)]  # its worker skips it, as the local engine would
         try:
+            identity = source_identity(path)
+            if not self.overwrite and (is_same_result(manifest, identity, self.config, self.model_sha256) if manifest
+                                       else is_complete(identity, out_dir, self.config, self.model_sha256)):
+                return [_Job(key, path)]  # its worker skips it, as the local engine would
             info = probe(path)
+        except OSError:
+            return [_Job(key, path)]  # its worker reports why it cannot be read
         except EmotionTrackError as exc:
             self._finished(path, Outcome(path, out_dir, error=str(exc)))
             return []
@@ -240,7 +245,8 @@ class _Feeder:
 
     def _call(self, worker, job: _Job):
         if job.segment is None:
-            return worker.analyze.remote(job.key, job.path, self.dirs[job.path], self.overwrite, self._remote(job.path))
+            return worker.analyze.remote(job.key, job.path, self.dirs[job.path], self.overwrite, self._remote(job.path),
+                                         self.sources.get(job.path))
         return worker.analyze_segment.remote(job.key, job.path, job.segment.window)
 
     def _progress(self, control) -> None:

@@ -21,8 +21,8 @@ import ray
 from emotiontrack.batch import Outcome, analyze_input
 from emotiontrack.config import AnalyzeConfig
 from emotiontrack.media.probe import probe
-from emotiontrack.outputs.s3 import S3Prefix
 from emotiontrack.pipeline import analyze_video, load_models
+from emotiontrack.s3 import S3Prefix
 from emotiontrack.types import VideoInfo, VideoResult
 
 REPORT_EVERY_S = 0.3
@@ -96,12 +96,14 @@ class AnalysisWorker:
         """The emotion model's SHA-256, once the models are loaded."""
         return self.models.classifier.model_sha256
 
-    def analyze(self, key: str, path: Path, out_dir: Path, overwrite: bool, remote: S3Prefix | None) -> Outcome | None:
+    def analyze(self, key: str, path: Path, out_dir: Path, overwrite: bool, remote: S3Prefix | None,
+                source: str | None) -> Outcome | None:
         """`analyze_input` on this worker; None if the run was cancelled meanwhile."""
         reporter = _Reporter(self.control, key)
         try:
             outcome = analyze_input(path, out_dir, self.config, self.models, on_start=reporter.start,
-                                    on_frames=reporter.frames, overwrite=overwrite, remote=remote)
+                                    on_frames=reporter.frames, overwrite=overwrite, remote=remote,
+                                    source=source)
         except Cancelled:
             return None
         reporter.finish()

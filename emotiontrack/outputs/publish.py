@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from emotiontrack import __version__
@@ -27,22 +27,23 @@ MANIFEST = "manifest.json"
 MAX_NAME_BYTES = 200
 
 
-def output_dirs(paths: Sequence[Path], out: Path) -> dict[Path, Path]:
-    """A distinct output folder per input, named after its stem, plus a hash of its path where stems collide
-    in this run or the folder holds another input's result from an earlier run (nothing is replaced)."""
+def output_dirs(paths: Sequence[Path], out: Path, sources: Mapping[Path, str] | None = None) -> dict[Path, Path]:
+    """A distinct output folder per input, named after its stem, plus a hash of its source (its absolute path,
+    or its URI in `sources`) where stems collide in this run or the folder holds another input's result from
+    an earlier run (nothing is replaced)."""
     stems = Counter(_stem(p) for p in paths)
     dirs = {}
     for path in paths:
-        name = _stem(path)
-        if stems[name] > 1 or _holds_another_source(out / name, path):
-            name += "-" + hashlib.sha1(str(path.absolute()).encode()).hexdigest()[:8]
+        name, source = _stem(path), (sources or {}).get(path) or str(path.absolute())
+        if stems[name] > 1 or _holds_another_source(out / name, source):
+            name += "-" + hashlib.sha1(source.encode()).hexdigest()[:8]
         dirs[path] = out / name
     return dirs
 
 
-def _holds_another_source(folder: Path, path: Path) -> bool:
+def _holds_another_source(folder: Path, source: str) -> bool:
     try:
-        return json.loads((folder / MANIFEST).read_text()).get("source") != str(path.absolute())
+        return json.loads((folder / MANIFEST).read_text()).get("source") != source
     except (OSError, ValueError):
         return False  # no finished result there
 
@@ -55,37 +56,38 @@ def _stem(path: Path) -> str:
     return name
 
 
-def manifest_key(path: Path, config: AnalyzeConfig, model_sha256: str) -> dict[str, object]:
-    """What identifies a result: the source (a file's path, size and modification time; a folder's path and
-    those of each of its images, so that results written into the folder itself do not count), the model
-    and the settings."""
-    key: dict[str, object] = {"emotiontrack_version": __version__, "model_sha256": model_sha256,
-                              "settings": config.settings(), "source": str(path.absolute())}
+def source_identity(path: Path) -> dict[str, object]:
+    """What identifies a local input: a file's path, size and modification time; a folder's path and those of
+    each of its images (so that results written into the folder itself do not count). OSError if it is gone.
+    (An s3:// input's identity is its URI, size and ETag: s3.object_identity.)"""
+    identity: dict[str, object] = {"source": str(path.absolute())}
     if path.is_dir():  # a file replaced in place changes neither the folder's size nor its modification time
         listing = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in image_files(path, note=False)]
-        key["source_images"] = hashlib.sha1(json.dumps(listing).encode()).hexdigest()
+        identity["source_images"] = hashlib.sha1(json.dumps(listing).encode()).hexdigest()
     else:
         stat = path.stat()
-        key.update(source_size=stat.st_size, source_mtime_ns=stat.st_mtime_ns)
-    return key
+        identity.update(source_size=stat.st_size, source_mtime_ns=stat.st_mtime_ns)
+    return identity
 
 
-def is_complete(path: Path, out_dir: Path, config: AnalyzeConfig, model_sha256: str) -> bool:
+def manifest_key(identity: dict[str, object], config: AnalyzeConfig, model_sha256: str) -> dict[str, object]:
+    """What identifies a result: the source's identity, the model and the settings."""
+    return {"emotiontrack_version": __version__, "model_sha256": model_sha256, "settings": config.settings(),
+            **identity}
+
+
+def is_complete(identity: dict[str, object], out_dir: Path, config: AnalyzeConfig, model_sha256: str) -> bool:
     """True if out_dir holds a finished result for this very source, model and settings."""
     try:
         manifest = json.loads((out_dir / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
-    return is_same_result(manifest, path, config, model_sha256) and all((out_dir / f).is_file() for f in manifest["files"])
+    return is_same_result(manifest, identity, config, model_sha256) and all((out_dir / f).is_file() for f in manifest["files"])
 
 
-def is_same_result(manifest: dict, path: Path, config: AnalyzeConfig, model_sha256: str) -> bool:
+def is_same_result(manifest: dict, identity: dict[str, object], config: AnalyzeConfig, model_sha256: str) -> bool:
     """Whether a result's manifest was made from this very source, model and settings."""
-    try:
-        key = manifest_key(path, config, model_sha256)
-    except OSError:
-        return False
-    return all(manifest.get(k) == v for k, v in key.items())
+    return all(manifest.get(k) == v for k, v in manifest_key(identity, config, model_sha256).items())
 
 
 def staging_dir(out_dir: Path) -> Path:

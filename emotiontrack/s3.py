@@ -1,4 +1,9 @@
-"""Results in object storage (`-o s3://bucket/prefix`): staged on local disk, uploaded, the manifest last.
+"""Object storage: results under `-o s3://bucket/prefix`, and `s3://bucket/key` inputs.
+
+Inputs are downloaded to local scratch by whoever analyses them (a Ray worker, or this process) and removed
+afterwards; their identity (for resuming) is their URI, size and ETag, the same on every machine.
+
+Results are staged on local disk, uploaded, the manifest last.
 
 An S3 prefix has no rename: a result is complete when its manifest exists, and the manifest is uploaded
 after every other file with a conditional put (`If-None-Match: *`), so a result without its manifest counts
@@ -12,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from emotiontrack.errors import OutputError
+from emotiontrack.errors import InputError, OutputError
 
 SCHEME = "s3://"
 MANIFEST = "manifest.json"
@@ -118,3 +123,35 @@ def download(prefix: S3Prefix, relative: str, target: Path) -> bool:
 def _message(exc: BaseException) -> str:
     error = getattr(exc, "response", {}).get("Error", {})
     return f"{error.get('Code')}: {error.get('Message')}" if error else str(exc).splitlines()[0]
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """s3://bucket/key -> (bucket, key)."""
+    bucket, _, key = uri[len(SCHEME):].partition("/")
+    if not bucket or not key or key.endswith("/"):
+        raise InputError(f"{uri}: an s3:// input must name one object (s3://bucket/key)")
+    return bucket, key
+
+
+def object_identity(uri: str) -> dict[str, object]:
+    """What identifies an s3:// input in a manifest: its URI, size and ETag."""
+    bucket, key = split_uri(uri)
+    try:
+        head = _client().head_object(Bucket=bucket, Key=key)
+    except ImportError:
+        raise InputError(f'{uri}: s3:// inputs need boto3: pip install "emotiontrack[ray]"') from None
+    except _errors() as exc:
+        raise InputError(f"{uri}: cannot read ({_message(exc)})") from None
+    return {"source": uri, "source_size": head["ContentLength"], "source_etag": head["ETag"]}
+
+
+def download_object(uri: str, target: Path) -> Path:
+    """An s3:// input to a local file (replacing an older copy)."""
+    bucket, key = split_uri(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _client().download_file(bucket, key, str(target))
+    except _errors() as exc:
+        target.unlink(missing_ok=True)
+        raise InputError(f"{uri}: cannot download ({_message(exc)})") from None
+    return target
