@@ -3,10 +3,10 @@
 One `AnalysisWorker` actor per worker slot; each has at most one job in flight (an input, or with
 --segment-s one time segment of a video), so the calls in flight are bounded by the workers. Segments come
 back as faces, which the driver stitches (segments.py) and publishes; whole inputs are published by their
-worker. A worker that dies (OOM,
-SIGKILL, a lost node) is restarted by Ray and its input retried (`max_restarts`, `max_task_retries`); its
-staging folder is swept at the end. Ctrl-C or SIGTERM cancels the run through the control actor: the workers
-stop at their next frame and remove their staging folders, then they are killed.
+worker. A worker that dies (OOM, SIGKILL, a lost node) is restarted by Ray and its job retried
+(`max_restarts`, `max_task_retries`); its staging folder is swept at the end. Ctrl-C or SIGTERM cancels the
+run through the control actor: the workers stop at their next frame and remove their staging folders, then
+they are killed.
 """
 
 from __future__ import annotations
