@@ -98,7 +98,7 @@ def main() -> None:
         lines.append(f"| `{name}` | {', '.join(f'{w:.1f}' for w in walls)} | {4 * clip_s / best:.2f} | {ratio:.1f}x |")
     lines += [
         "", f"Decode floor (all four clips): {', '.join(f'{f:.2f}' for f in floors)} s. The Ray rows include "
-        "starting a local Ray and loading the models in each worker (~10 s on this machine).", "",
+        "starting a local Ray and loading the models in each worker.", "",
         f"## One {loops}-minute clip: single pass against `--segment-s {segment_s}` on 2 workers (`--no-video`)", "",
         "| run | wall s | over decode floor |", "| --- | --- | --- |",
         f"| local, one pass | {single:.1f} | {single / long_floor:.1f}x |",

@@ -106,7 +106,7 @@ def analyze_input(path: Path, out_dir: Path, config: AnalyzeConfig, models: Mode
     staging: Path | None = None
     try:
         identity = _identity(path, source)
-        if not overwrite and identity is not None and _already_done(identity, out_dir, config, sha, remote):
+        if not overwrite and identity is not None and already_done(identity, out_dir, config, sha, remote):
             faces = pd.read_parquet(out_dir / FACES)
             return Outcome(path, out_dir, faces=len(faces), skipped=True, wall_s=time.monotonic() - started, source=source)
         if source is not None:
@@ -152,7 +152,7 @@ def _failed(path: Path, out_dir: Path, error: str, started: float, source: str |
     return Outcome(path, out_dir, error=error, wall_s=time.monotonic() - started, source=source)
 
 
-def _already_done(identity: dict[str, object], out_dir: Path, config: AnalyzeConfig, model_sha256: str,
+def already_done(identity: dict[str, object], out_dir: Path, config: AnalyzeConfig, model_sha256: str,
                   remote: S3Prefix | None) -> bool:
     """A complete result for this source, model and settings exists (locally, or under `remote`; its
     faces.parquet is then fetched for the run's summary)."""

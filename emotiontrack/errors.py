@@ -23,3 +23,8 @@ class OutputError(EmotionTrackError):
 
 class UsageError(EmotionTrackError):
     """Options that cannot be used together (exit status 2, as for argparse's own errors)."""
+
+
+class Cancelled(BaseException):
+    """Raised from a progress callback to stop an input when its run is interrupted (a BaseException, so that
+    no `except Exception` turns it into a failed input); its staging folder is removed on the way out."""

@@ -18,7 +18,7 @@ from emotiontrack.cli.options import non_negative_float, positive_float, positiv
 from emotiontrack.cli.progress import progress_bars
 from emotiontrack.cli.signals import clean_up_on_signals
 from emotiontrack.config import RayOptions
-from emotiontrack.errors import UsageError
+from emotiontrack.errors import Cancelled, UsageError
 
 log = logging.getLogger("emotiontrack")
 EXIT_FAILED = 1
@@ -229,10 +229,6 @@ def _in_threads(run_one, paths: list[Path], jobs: int, cancel: threading.Event) 
             for future in futures:
                 future.cancel()
             raise
-
-
-class Cancelled(BaseException):
-    """Raised in an input's thread to stop it when the run is interrupted."""
 
 
 def _once_each(paths: list[str]) -> list[str]:

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from emotiontrack.batch import Outcome, publish_result
+from emotiontrack.batch import Outcome, already_done, publish_result
 from emotiontrack.cluster.segments import Segment, overlap_s, plan_segments, stitch
 from emotiontrack.config import AnalyzeConfig, RayOptions, usable_cores
 from emotiontrack.errors import EmotionTrackError
 from emotiontrack.media.probe import probe
-from emotiontrack.outputs.publish import is_complete, is_same_result, source_identity, sweep_leftovers
-from emotiontrack.s3 import S3Prefix, read_manifest
+from emotiontrack.outputs.publish import source_identity, sweep_leftovers
+from emotiontrack.s3 import S3Prefix
 from emotiontrack.types import VideoResult
 
 log = logging.getLogger(__name__)
@@ -202,12 +202,9 @@ class _Feeder:
         if not self.config.segment_s or path in self.sources:  # an s3:// input is downloaded by its worker
             return [_Job(key, path)]
         out_dir = self.dirs[path]
-        remote = self._remote(path)
-        manifest = read_manifest(remote) if remote else None
         try:
             identity = source_identity(path)
-            if not self.overwrite and (is_same_result(manifest, identity, self.config, self.model_sha256) if manifest
-                                       else is_complete(identity, out_dir, self.config, self.model_sha256)):
+            if not self.overwrite and already_done(identity, out_dir, self.config, self.model_sha256, self._remote(path)):
                 return [_Job(key, path)]  # its worker skips it, as the local engine would
             info = probe(path)
         except OSError:

@@ -20,16 +20,13 @@ import ray
 
 from emotiontrack.batch import Outcome, analyze_input
 from emotiontrack.config import AnalyzeConfig
+from emotiontrack.errors import Cancelled
 from emotiontrack.media.probe import probe
 from emotiontrack.pipeline import analyze_video, load_models
 from emotiontrack.s3 import S3Prefix
 from emotiontrack.types import VideoInfo, VideoResult
 
 REPORT_EVERY_S = 0.3
-
-
-class Cancelled(BaseException):
-    """Raised in a worker's analysis when the run is cancelled."""
 
 
 class RunControl:
