@@ -2,7 +2,7 @@
 
     python benchmarks/geometry.py ../shared/datasets/fer2013.zip [--sample 1000]
 
-Prints the JSON statistics of `align.measure_geometry` (what `emotiontrack train` stores in the model).
+Prints the JSON statistics of `align.geometry_of` (what `emotiontrack train` stores in the model).
 """
 
 import argparse

@@ -111,7 +111,7 @@ def test_aligned_crops_need_a_model_that_stores_its_face_geometry(tmp_path):
 
 def test_bf16_inference_gives_the_float32_probabilities_within_a_hair(tiny_model):
     """Where the CPU has bf16 instructions, analyze classifies in bf16 (faster); the answers barely move."""
-    from emotiontrack.stages.classify import cpu_has_bf16
+    from emotiontrack.runtime import cpu_has_bf16
 
     crops = np.random.default_rng(5).integers(0, 255, (32, 48, 48), dtype=np.uint8)
     auto = EmotionClassifier.load(tiny_model)

@@ -215,6 +215,17 @@ def test_segments_need_the_ray_engine_and_no_video(tmp_path, long_clip):
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}"])
+def test_an_address_where_no_ray_listens_fails_in_one_line(tmp_path, two_face_clip, address):
+    address = address.format(port=_free_port())
+    started = time.monotonic()
+    done = plain_cli("analyze", two_face_clip[0], "-o", tmp_path / "out", "--engine", "ray", "--ray-address", address,
+                     timeout=120)
+    assert done.returncode == 1 and f"cannot join Ray at {address}: connection refused" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - started < 60 and not (tmp_path / "out").exists()
+
+
 def test_ray_workers_publish_to_s3(tmp_path, batch, tiny_model, ray_address, s3_env):
     good = [batch[0], batch[2]]
     local = cli("analyze", *good, "-o", tmp_path / "local", "--model", tiny_model, "--no-video")

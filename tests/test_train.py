@@ -21,6 +21,9 @@ def test_trained_model_is_calibrated_and_readable_by_evaluate(tiny_model, tiny_d
     assert model_labels(model) == sorted(EMOTIONS)
     summary = json.loads((tiny_model.parent / "tiny.keras.ckpt" / "summary.json").read_text())
     assert summary["temperature"] > 0 and summary["validation"]["ece_after_calibration"] >= 0
+    from emotiontrack.runtime import cpu_has_bf16
+
+    assert summary["config"]["bf16"] == cpu_has_bf16()  # bf16 asked for (the default), used only where it is fast
     done = cli("evaluate", tiny_dataset / "validation", "--model", tiny_model, "--json", "--plots", tmp_path / "plots")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -166,3 +169,14 @@ def test_evaluate_tta_averages_ten_views(tiny_model, tiny_dataset):
     report = json.loads(done.stdout)
     assert report["tta_views"] == 10 and plain["tta_views"] == 2 and report["n"] == plain["n"] == 21
     assert report["nll"] != plain["nll"]  # other views, other probabilities
+
+
+def test_training_on_aligned_views_scores_validation_faces_cropped_the_same_way(tiny_dataset, tmp_path):
+    from emotiontrack.model.train import TrainConfig, train
+
+    config = TrainConfig(data=tiny_dataset, output=tmp_path / "m.keras", epochs=1, batch_size=16, aligned_views=0.5)
+    summary = train(config, cache_dir=tmp_path / "cache")
+    assert 0 <= summary["history"][0]["val_aligned_accuracy"] <= 1
+    assert len(list((tmp_path / "cache").glob("landmarks-*.npy"))) == 2  # training and validation faces
+    # Textures have (next to) no landmarks: the model gets FER2013's geometry, as without aligned views.
+    assert summary["geometry"]["fallback"] == "FER2013"

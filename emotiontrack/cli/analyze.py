@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from rich.console import Console
@@ -97,6 +98,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     started = time.monotonic()
     if args.segment_s and (args.engine != "ray" or args.video):
         raise UsageError("--segment-s needs --engine ray and --no-video (segments are not drawn yet)")
+    if args.engine == "ray" and args.ray_address:  # before anything is written (ray_session checks it too)
+        from emotiontrack.cluster.engine import check_reachable
+
+        check_reachable(args.ray_address)
     config = AnalyzeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AnalyzeConfig)})
     with loading():  # the same garbage-collection policy as the API's load_models (runtime.py)
         from emotiontrack.batch import check_output_dir, write_run_summary
@@ -118,7 +123,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     try:
         args.paths, sources = _inputs(_once_each(args.paths), scratch / "inputs")
         dirs = output_dirs(args.paths, out, sources)
-        with progress_bars(console) as progress:
+        # Ray is started or joined before the bars are drawn: a bad address fails in one line, nothing else.
+        with _engine_session(args), progress_bars(console) as progress:
             bars = _InputBars(progress, len(args.paths), sources)
             if models is not None:
                 outcomes = _analyze_here(args, config, models, dirs, bars, remote, sources)
@@ -205,15 +211,26 @@ def _analyze_here(args: argparse.Namespace, config, models, dirs: dict, bars: _I
     return _in_threads(run_one, args.paths, jobs, cancel)
 
 
-def _analyze_on_ray(args: argparse.Namespace, config, dirs: dict, bars: _InputBars, remote, sources: dict) -> list:
-    from emotiontrack.cluster.engine import analyze_on_ray, ray_session
+def _ray_options(args: argparse.Namespace) -> RayOptions:
+    return RayOptions(args.ray_address, args.cpus_per_worker, args.gpus_per_worker, args.workers)
 
-    options = RayOptions(args.ray_address, args.cpus_per_worker, args.gpus_per_worker, args.workers)
+
+def _engine_session(args: argparse.Namespace) -> AbstractContextManager:
+    """The Ray session for --engine ray (started or joined, shut down after); nothing for the local engine."""
+    if args.engine != "ray":
+        return nullcontext()
+    from emotiontrack.cluster.engine import ray_session
+
+    return ray_session(_ray_options(args))
+
+
+def _analyze_on_ray(args: argparse.Namespace, config, dirs: dict, bars: _InputBars, remote, sources: dict) -> list:
+    from emotiontrack.cluster.engine import analyze_on_ray
+
     if args.jobs > 1:
         log.info("--jobs applies to the local engine: Ray runs --workers")
-    with ray_session(options):
-        return analyze_on_ray(args.paths, dirs, config, options, bars, overwrite=args.overwrite, remote=remote,
-                              sources=sources)
+    return analyze_on_ray(args.paths, dirs, config, _ray_options(args), bars, overwrite=args.overwrite, remote=remote,
+                          sources=sources)
 
 
 def _in_threads(run_one, paths: list[Path], jobs: int, cancel: threading.Event) -> list:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import time
 import uuid
 from collections import deque
@@ -56,6 +57,8 @@ def ray_session(options: RayOptions) -> Iterator[None]:
         import ray
     except ImportError:
         raise EmotionTrackError('--engine ray needs Ray: pip install "emotiontrack[ray]"') from None
+    if options.address is not None:
+        check_reachable(options.address)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     # The workers reach s3:// with the driver's S3 settings (endpoint, credentials), as a local run would.
     runtime_env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("AWS_")}}
@@ -79,6 +82,26 @@ def ray_session(options: RayOptions) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str) -> None:
+    """Fail in one line when nothing listens at a "host:port" or "ray://host:port" address: `ray.init` would
+    retry the connection for minutes instead. ("auto" is resolved by Ray from this machine's session files.)"""
+    hostport = address.removeprefix("ray://")
+    if address == "auto" or ":" not in hostport:
+        return
+    host, _, port = hostport.rpartition(":")
+    if not port.isdigit():
+        raise EmotionTrackError(f"--ray-address {address}: expected host:port, ray://host:port or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or exc.__class__.__name__
+        raise EmotionTrackError(f"cannot join Ray at {address}: {reason.lower()}") from None
 
 
 def worker_count(options: RayOptions, jobs: int | None, cluster_cpus: float) -> int:

@@ -1,13 +1,18 @@
 """Training batches: shuffled, augmented FER2013-style faces, and per-class loss weights.
 
-The augmentation covers how faces sit in the crops `analyze` makes (aligned on the landmarks: the
-residual rotation, scale and shift of alignment and of FER2013's own registration) and how they look
-(flip, brightness, contrast, occluders).
+The augmentation covers how faces sit in the crops `analyze` makes and how they look (flip, brightness,
+contrast, occluders). A face is shown either as the dataset frames it (with a random rotation, scale and
+shift that cover FER2013's loose registration) or, with `AlignedViews`, as `analyze` would crop it from a
+video: warped by the similarity that maps its own landmarks onto the canonical ones, with a small jitter
+for the error of video landmarks, and whatever lies outside the picture filled as a video's context might
+be (the edge repeated, mirrored, or a flat grey). Without such views the model meets zoomed-out, framed
+crops only in videos.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -17,17 +22,48 @@ from emotiontrack.model.dataset import Split
 from emotiontrack.types import INPUT_SIZE
 
 
-def batches(split: Split, batch_size: int, seed: int, epoch: int) -> Iterator[tuple[NDArray[np.float32], NDArray[np.int64]]]:
+@dataclass(frozen=True)
+class AlignedViews:
+    """Per training face, the 2x3 similarity (n, 2, 3) that aligns it as `analyze` would (NaN where its
+    landmarks were not found or are implausible), and the share of faces shown that way."""
+
+    matrices: NDArray[np.float32]
+    share: float
+
+    def for_batch(self, indices: NDArray[np.int64], rng: np.random.Generator) -> NDArray[np.float32]:
+        """The matrices of a batch's faces, NaN for those to be shown as the dataset frames them."""
+        matrices = self.matrices[indices].copy()
+        matrices[rng.random(len(indices)) >= self.share] = np.nan
+        return matrices
+
+
+# Jitter of an aligned view: the error of landmarks found on video frames (a few pixels at 48x48, tilted
+# heads) rather than FER2013's own registration, which the plain views cover.
+ALIGNED_JITTER = {"degrees": 6.0, "scale": 0.06, "shift_px": 2.0}
+# What a video shows around a face, in the part of an aligned crop beyond the picture.
+CONTEXT_BORDERS = (cv2.BORDER_REPLICATE, cv2.BORDER_REFLECT_101, cv2.BORDER_CONSTANT)
+
+
+def batches(split: Split, batch_size: int, seed: int, epoch: int,
+            views: AlignedViews | None = None) -> Iterator[tuple[NDArray[np.float32], NDArray[np.int64]]]:
     """One epoch of shuffled, augmented (images (n, 48, 48) float32, labels) batches; the randomness depends
     only on (seed, epoch), so a resumed run sees the batches it would have seen."""
     order = np.random.default_rng([seed, epoch]).permutation(len(split))
     for index, start in enumerate(range(0, len(order), batch_size)):
         picks = order[start : start + batch_size]
-        yield augment(split.images[picks], np.random.default_rng([seed, epoch, index])), split.labels[picks]
+        rng = np.random.default_rng([seed, epoch, index])
+        if views is None:
+            yield augment(split.images[picks], rng), split.labels[picks]
+        else:  # a generator of their own: the other faces get the draws they get without views
+            views_rng = np.random.default_rng([seed, epoch, index, 2])
+            yield augment(split.images[picks], rng, views.for_batch(picks, views_rng), views_rng), split.labels[picks]
 
 
-def augment(images: NDArray[np.uint8], rng: np.random.Generator) -> NDArray[np.float32]:
-    """Random flip, rotation (±12°), scale (±12%), shift (±10%), brightness/contrast and erasing."""
+def augment(images: NDArray[np.uint8], rng: np.random.Generator, aligned: NDArray[np.float32] | None = None,
+            aligned_rng: np.random.Generator | None = None) -> NDArray[np.float32]:
+    """Random flip, rotation (±12°), scale (±12%), shift (±10%), brightness/contrast and erasing. Faces with
+    a finite matrix in `aligned` (n, 2, 3) are warped by it instead, with ALIGNED_JITTER and a random
+    CONTEXT_BORDERS fill drawn from `aligned_rng`."""
     n, size = len(images), INPUT_SIZE
     out = np.empty((n, size, size), np.float32)
     angles = rng.uniform(-12, 12, n)
@@ -35,6 +71,9 @@ def augment(images: NDArray[np.uint8], rng: np.random.Generator) -> NDArray[np.f
     shifts = rng.uniform(-0.1, 0.1, (n, 2)) * size
     flips = rng.random(n) < 0.5
     for i in range(n):
+        if aligned is not None and np.isfinite(aligned[i]).all():
+            out[i] = _aligned_view(images[i], aligned[i], flips[i], aligned_rng or rng)
+            continue
         m = cv2.getRotationMatrix2D((size / 2, size / 2), angles[i], scales[i])
         m[:, 2] += shifts[i]
         image = images[i, :, ::-1] if flips[i] else images[i]
@@ -47,6 +86,31 @@ def augment(images: NDArray[np.uint8], rng: np.random.Generator) -> NDArray[np.f
         h, w = (int(v) for v in rng.integers(8, 20, 2))
         y, x = int(rng.integers(0, size - h)), int(rng.integers(0, size - w))
         out[k, y : y + h, x : x + w] = rng.uniform(0, 255)
+    return out
+
+
+def _aligned_view(image: NDArray[np.uint8], matrix: NDArray, flip: bool, rng: np.random.Generator) -> NDArray[np.float32]:
+    """The face as an aligned video crop: its alignment, then a jitter about the crop's centre; mirrored after
+    the warp (the canonical geometry is left-right symmetric)."""
+    size = INPUT_SIZE
+    jitter = np.asarray(cv2.getRotationMatrix2D(((size - 1) / 2, (size - 1) / 2),
+                                                rng.uniform(-1, 1) * ALIGNED_JITTER["degrees"],
+                                                1 + rng.uniform(-1, 1) * ALIGNED_JITTER["scale"]), np.float64)
+    jitter[:, 2] += rng.uniform(-1, 1, 2) * ALIGNED_JITTER["shift_px"]
+    m = jitter[:, :2] @ matrix + np.append(np.zeros((2, 2)), jitter[:, 2:], axis=1)
+    border = CONTEXT_BORDERS[int(rng.integers(len(CONTEXT_BORDERS)))]
+    view = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border,
+                          borderValue=float(rng.uniform(0, 255)))
+    return (view[:, ::-1] if flip else view).astype(np.float32)
+
+
+def aligned_views(images: NDArray[np.uint8], matrices: NDArray, border: int = cv2.BORDER_REPLICATE) -> NDArray[np.uint8]:
+    """Faces (n, 48, 48) warped by their alignments (n, 2, 3), without jitter; faces without one as they are.
+    For scoring a model on crops framed as `analyze` frames them."""
+    out = images.copy()
+    for i in np.flatnonzero(np.isfinite(matrices).all(axis=(1, 2))):
+        out[i] = cv2.warpAffine(images[i], matrices[i].astype(np.float64), (INPUT_SIZE, INPUT_SIZE),
+                                flags=cv2.INTER_LINEAR, borderMode=border)
     return out
 
 

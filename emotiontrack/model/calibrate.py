@@ -15,7 +15,7 @@ from emotiontrack.model.dataset import Split
 from emotiontrack.model.evaluate import classification_report
 from emotiontrack.model.network import TrainingNet, predict_logits
 from emotiontrack.outputs.files import atomic_file
-from emotiontrack.stages.align import FER2013_GEOMETRY, MIN_FACES_MEASURED, Geometry, measure_geometry
+from emotiontrack.stages.align import FER2013_GEOMETRY, MIN_FACES_MEASURED, Geometry, find_landmarks, geometry_of
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +33,19 @@ GEOMETRY_SAMPLE = 1000  # training faces on which the canonical landmark positio
 
 
 def training_geometry(train_split: Split, seed: int = 0) -> tuple[Geometry, dict[str, Any]]:
-    """Where MTCNN puts the landmarks of the training faces (align.measure_geometry, on a sample)."""
+    """Where MTCNN puts the landmarks of the training faces (align.find_landmarks, on a sample)."""
     from emotiontrack.stages.detect import FaceDetector
 
     picks = np.random.default_rng(seed).permutation(len(train_split))[:GEOMETRY_SAMPLE]
     detector = FaceDetector(min_face=20)  # the faces are enlarged to 4x48 px: no downscaling
-    geometry, stats = measure_geometry(train_split.images[np.sort(picks)], detector.central_landmarks)
-    if stats["found"] < min(MIN_FACES_MEASURED, len(picks)):
+    return measured_geometry(find_landmarks(train_split.images[np.sort(picks)], detector.central_landmarks))
+
+
+def measured_geometry(landmarks: NDArray) -> tuple[Geometry, dict[str, Any]]:
+    """The canonical geometry of faces with these landmarks (n, 5, 2; NaN where none was found), or
+    FER2013's where too few were found to measure it (e.g. the tests' textures)."""
+    geometry, stats = geometry_of(landmarks)
+    if stats["found"] < min(MIN_FACES_MEASURED, len(landmarks)):
         log.warning("landmarks found on only %d training images: the model gets FER2013's face geometry",
                     stats["found"])
         return FER2013_GEOMETRY, {**stats, "canonical": FER2013_GEOMETRY.to_json(), "fallback": "FER2013"}

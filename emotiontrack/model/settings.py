@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ DEFAULT_ARCHITECTURE = "vgg-l"
 
 OPTIMIZERS = ("sgd", "adamw")
 
+# Where the training faces' landmarks are kept once found (landmarks.py); not part of a run's settings.
+LANDMARK_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emotiontrack"
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -62,6 +66,9 @@ class TrainConfig:
     # Per-class loss weight = (n_largest / n_class) ** power: 0 ignores imbalance, 1 fully balances.
     class_weight_power: float = 0.3
     mixup: float = 0.0  # Beta(a, a) mixing of image pairs; 0 turns it off
+    # Share of training faces shown as `analyze` crops them from video (aligned on their own MTCNN landmarks,
+    # augment.AlignedViews); 0 shows every face as the dataset frames it.
+    aligned_views: float = 0.0
     limit: int | None = None  # use at most this many training images (quick runs and tests)
     # The saved model averages the logits of each face and its mirror image (twice the inference cost).
     flip_average: bool = True

@@ -27,13 +27,15 @@ from numpy.typing import NDArray
 from scipy.special import softmax
 
 from emotiontrack.errors import EmotionTrackError
-from emotiontrack.model.augment import batches, class_weights
-from emotiontrack.model.calibrate import calibrate_and_save, training_geometry
+from emotiontrack.model.augment import AlignedViews, aligned_views, batches, class_weights
+from emotiontrack.model.calibrate import calibrate_and_save, measured_geometry, training_geometry
 from emotiontrack.model.dataset import Split, load_train_val
 from emotiontrack.model.evaluate import classification_report
 from emotiontrack.model.network import TrainingNet, as_batch, predict_logits
-from emotiontrack.model.settings import OPTIMIZERS, Architecture, TrainConfig
+from emotiontrack.model.settings import LANDMARK_CACHE, OPTIMIZERS, Architecture, TrainConfig
 from emotiontrack.outputs.files import atomic_file, write_text
+from emotiontrack.runtime import cpu_has_bf16
+from emotiontrack.stages.align import Geometry, similarity
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +96,52 @@ class _Step:
         return float(loss.detach()), float((logits.argmax(1) == y).float().mean())
 
 
-def _validate(net: TrainingNet, val_split: Split, config: TrainConfig) -> dict[str, float]:
+def _validate(net: TrainingNet, val_split: Split, config: TrainConfig,
+              val_aligned: NDArray[np.uint8] | None = None) -> dict[str, float]:
+    """Validation scores; with `val_aligned` (the validation faces cropped as analyze crops them), its
+    accuracy too."""
     logits = predict_logits(net, val_split.images, config.flip_average, config.bf16)
     report = classification_report(softmax(logits, axis=1), val_split.labels, list(val_split.classes))
-    return {"val_loss": report["nll"], "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"]}
+    scores = {"val_loss": report["nll"], "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"]}
+    if val_aligned is not None:
+        logits = predict_logits(net, val_aligned, config.flip_average, config.bf16)
+        scores["val_aligned_accuracy"] = float((logits.argmax(1) == val_split.labels).mean())
+    return scores
+
+
+def alignments(landmarks: NDArray, geometry: Geometry) -> NDArray[np.float32]:
+    """Per face, the similarity (n, 2, 3) that analyze's aligned crop would apply; NaN where none."""
+    out = np.full((len(landmarks), 2, 3), np.nan, np.float32)
+    for i, points in enumerate(landmarks):
+        matrix = similarity(points, geometry) if np.isfinite(points).all() else None
+        if matrix is not None:
+            out[i] = matrix
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Framing:
+    """How faces are framed for training and validation: the canonical geometry and, when training on
+    aligned views, the views and the validation faces cropped the same way."""
+
+    geometry: Geometry | None
+    stats: dict[str, Any]
+    views: AlignedViews | None = None
+    val_aligned: NDArray[np.uint8] | None = None
+
+
+def _framing(config: TrainConfig, train_split: Split, val_split: Split, cache_dir: Path) -> _Framing:
+    if config.aligned_views <= 0:
+        return _Framing(None, {})
+    from emotiontrack.model.landmarks import split_landmarks
+
+    train_landmarks = split_landmarks(train_split, cache_dir)
+    geometry, stats = measured_geometry(train_landmarks)
+    views = AlignedViews(alignments(train_landmarks, geometry), config.aligned_views)
+    val_matrices = alignments(split_landmarks(val_split, cache_dir), geometry)
+    log.info("aligned views: %d of %d training faces can be aligned (canonical landmarks %s)",
+             int(np.isfinite(views.matrices).all(axis=(1, 2)).sum()), len(train_split), geometry.to_json())
+    return _Framing(geometry, stats, views, aligned_views(val_split.images, val_matrices))
 
 
 def _save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
@@ -154,10 +198,15 @@ def train(
     resume: bool = False,
     on_batch: Callable[[int, int, dict[str, float]], None] | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    cache_dir: Path = LANDMARK_CACHE,
 ) -> dict[str, Any]:
     """Train (or resume), calibrate and save; returns a summary (history, temperature, paths)."""
+    if config.bf16 and not cpu_has_bf16():
+        log.warning("this CPU has no bf16 instructions: training in float32 (emulated bf16 is ~10x slower)")
+        config = dataclasses.replace(config, bf16=False)
     train_split, val_split = load_train_val(config.data, config.val_dir)
     train_split = _limited(train_split, config)
+    framing = _framing(config, train_split, val_split, cache_dir)
     classes = list(train_split.classes)
     log.info("train: %d images %s; validation: %d images", len(train_split),
              dict(zip(classes, train_split.counts().tolist())), len(val_split))
@@ -169,7 +218,8 @@ def train(
     step = _Step(net, optimizer, config, class_weights(train_split, config.class_weight_power))
     for epoch in range(len(history), config.epochs):
         started = time.monotonic()
-        logs = {"epoch": epoch + 1, **_run_epoch(step, train_split, epoch, on_batch), **_validate(net, val_split, config)}
+        logs = {"epoch": epoch + 1, **_run_epoch(step, train_split, epoch, on_batch, framing.views),
+                **_validate(net, val_split, config, framing.val_aligned)}
         logs["train_seconds"] = (history[-1]["train_seconds"] if history else 0.0) + time.monotonic() - started
         history.append(logs)
         log.info("epoch %d/%d: %s", epoch + 1, config.epochs, ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
@@ -179,7 +229,10 @@ def train(
                                   "architecture": net.architecture.to_json(), "classes": classes})
         if on_epoch:
             on_epoch(epoch, logs)
-    geometry, geometry_stats = training_geometry(train_split, config.seed)
+    if framing.geometry is not None:  # measured on every training face
+        geometry, geometry_stats = framing.geometry, framing.stats
+    else:
+        geometry, geometry_stats = training_geometry(train_split, config.seed)
     log.info("canonical landmarks %s (found on %d of %d training faces)", geometry.to_json(),
              geometry_stats["found"], geometry_stats["faces"])
     summary = calibrate_and_save(net, config, classes, val_split, geometry)
@@ -199,14 +252,14 @@ def _resume(folder: Path, net: TrainingNet, optimizer: torch.optim.Optimizer) ->
     return state["history"]
 
 
-def _run_epoch(step: _Step, split: Split, epoch: int,
-               on_batch: Callable[[int, int, dict[str, float]], None] | None) -> dict[str, float]:
+def _run_epoch(step: _Step, split: Split, epoch: int, on_batch: Callable[[int, int, dict[str, float]], None] | None,
+               views: AlignedViews | None = None) -> dict[str, float]:
     """One pass over the training split; mean loss and accuracy on its (augmented) batches."""
     config = step.config
     steps_per_epoch = math.ceil(len(split) / config.batch_size)
     step.net.train()
     sums = np.zeros(2)
-    for index, (images, labels) in enumerate(batches(split, config.batch_size, config.seed, epoch)):
+    for index, (images, labels) in enumerate(batches(split, config.batch_size, config.seed, epoch, views)):
         for group in step.optimizer.param_groups:
             group["lr"] = learning_rate(config, epoch * steps_per_epoch + index, steps_per_epoch)
         sums += step(images, labels, np.random.default_rng([config.seed, epoch, index, 1]))

@@ -4,7 +4,7 @@ FER2013's faces are registered: roughly centred, eyes level and at a fixed heigh
 differently on a face depending on the context around it, so a crop of the box frames faces unlike the
 training images. Instead, a similarity transform (rotation, uniform scale, shift) maps MTCNN's five
 landmarks (eyes, nose, mouth corners) onto the canonical positions measured on the training faces
-(`measure_geometry`, stored in the model file) and the face is warped into a 48x48 grayscale crop.
+(`find_landmarks` and `geometry_of`, stored in the model file) and the face is warped into a 48x48 grayscale crop.
 Landmarks that no similarity can place near the canonical points (a profile, a bad regression) are
 implausible: the caller falls back to the box crop.
 
@@ -129,34 +129,49 @@ def mirror(landmarks: NDArray, size: int) -> NDArray:
     return flipped
 
 
-def measure_geometry(images: NDArray[np.uint8], detect_landmarks, batch_size: int = 64) -> tuple[Geometry, dict]:
-    """Robust canonical landmark positions of training faces (n, 48, 48): the median of where MTCNN puts
-    each landmark on the enlarged faces, mapped back to the 48x48 frame, made left-right symmetric (the
-    model is trained on mirrored faces too and averages each face with its mirror image).
+def enlarged_for_detection(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """A 48x48 grayscale training face as MTCNN can find it: enlarged MEASURE_UPSCALE times, its border
+    repeated around it, RGB."""
+    up = image.shape[0] * MEASURE_UPSCALE
+    pad = round(up * MEASURE_BORDER)
+    big = cv2.resize(image, (up, up), interpolation=cv2.INTER_CUBIC)
+    big = cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    return np.asarray(cv2.cvtColor(big, cv2.COLOR_GRAY2RGB), np.uint8)
+
+
+def find_landmarks(images: NDArray[np.uint8], detect_landmarks, batch_size: int = 64,
+                   on_batch=None) -> NDArray[np.float32]:
+    """Where MTCNN puts the five landmarks of each training face (n, 48, 48), in the face's own pixel frame:
+    (n, 5, 2), NaN where it finds no face.
 
     `detect_landmarks(list of RGB images) -> list of (5, 2) arrays or None` is the detector's landmark
-    regression (FaceDetector.central_landmarks). Returns the geometry and statistics of the spread."""
+    regression (FaceDetector.central_landmarks); `on_batch(done)` reports progress."""
     size = images.shape[1]
-    up = size * MEASURE_UPSCALE
-    pad = round(up * MEASURE_BORDER)
-    found = []
+    pad = round(size * MEASURE_UPSCALE * MEASURE_BORDER)
+    out = np.full((len(images), 5, 2), np.nan, np.float32)
     for start in range(0, len(images), batch_size):
-        batch = []
-        for image in images[start : start + batch_size]:
-            big = cv2.resize(image, (up, up), interpolation=cv2.INTER_CUBIC)
-            big = cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-            batch.append(cv2.cvtColor(big, cv2.COLOR_GRAY2RGB))
-        for points in detect_landmarks(batch):
+        batch = [enlarged_for_detection(image) for image in images[start : start + batch_size]]
+        for i, points in enumerate(detect_landmarks(batch)):
             if points is not None:
                 # enlarged-image pixel index -> 48x48 pixel index (centres of pixels at integers in both)
-                found.append((np.asarray(points, np.float64) - pad + 0.5) / MEASURE_UPSCALE - 0.5)
-    if not found:
-        return FER2013_GEOMETRY, {"faces": len(images), "found": 0}
-    points = np.stack(found)
+                out[start + i] = (np.asarray(points, np.float64) - pad + 0.5) / MEASURE_UPSCALE - 0.5
+        if on_batch:
+            on_batch(min(start + batch_size, len(images)))
+    return out
+
+
+def geometry_of(landmarks: NDArray, size: int = INPUT_SIZE) -> tuple[Geometry, dict]:
+    """The canonical geometry of faces whose landmarks (n, 5, 2; NaN where none was found) are known: the
+    median of where each landmark falls, made left-right symmetric (the model is trained on mirrored faces
+    too and averages each face with its mirror image). Returns it and statistics of the spread."""
+    points = np.asarray(landmarks, np.float64)
+    points = points[np.isfinite(points).all(axis=(1, 2))]
+    if not len(points):
+        return FER2013_GEOMETRY, {"faces": len(landmarks), "found": 0}
     median = np.median(points, axis=0)
     spread = np.median(np.abs(points - median), axis=0)
     geometry = Geometry(((median + mirror(median, size)) / 2).astype(np.float32), size)
-    stats = {"faces": len(images), "found": len(found), "median": [[round(float(v), 3) for v in p] for p in median],
+    stats = {"faces": len(landmarks), "found": len(points), "median": [[round(float(v), 3) for v in p] for p in median],
              "canonical": geometry.to_json(),
              "median_abs_deviation": [[round(float(v), 3) for v in p] for p in spread],
              "registration": registration_spread(points, geometry)}

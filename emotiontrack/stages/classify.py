@@ -9,7 +9,6 @@ a batch of frames go through the model in one call.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import replace
@@ -23,6 +22,7 @@ from numpy.typing import NDArray
 from emotiontrack.config import CROPS, AnalyzeConfig
 from emotiontrack.errors import ModelError
 from emotiontrack.model.torchnet import EmotionNet, load_network
+from emotiontrack.runtime import cpu_has_bf16
 from emotiontrack.stages.align import Geometry, aligned_crop
 from emotiontrack.stages.crops import square_crop
 from emotiontrack.types import EMOTIONS, INPUT_SIZE, Faces
@@ -32,16 +32,6 @@ def crop_face(rgb: np.ndarray, xyxy: NDArray, margin: float = 0.0, size: int = I
     """A (size, size) grayscale crop: the box's square, enlarged by `margin` of its side on each side."""
     crop, _ = square_crop(rgb, xyxy, 1 + 2 * margin, size)
     return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-
-
-@functools.cache
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (elsewhere oneDNN emulates it, slower than float32)."""
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
 class EmotionClassifier:
