@@ -33,6 +33,7 @@ def main() -> None:
     if not FER_ZIP.is_file():
         sys.exit(f"needs {FER_ZIP}")
 
+    from emotiontrack.model.augment import aligned_views
     from emotiontrack.model.dataset import load_train_val
     from emotiontrack.model.landmarks import split_landmarks
     from emotiontrack.model.settings import LANDMARK_CACHE
@@ -52,9 +53,7 @@ def main() -> None:
                "sha": classifier.model_sha256[:12], "faces": int(alignable.sum()),
                "clean_accuracy": float((clean == labels).mean())}
         for name, (border, value) in BORDERS.items():
-            views = np.stack([cv2.warpAffine(image, matrix.astype(np.float64), image.shape[::-1], flags=cv2.INTER_LINEAR,
-                                             borderMode=border, borderValue=value)
-                              for image, matrix in zip(validation.images[alignable], matrices[alignable])])
+            views = aligned_views(validation.images[alignable], matrices[alignable], border, value)
             aligned = classifier.predict(views).argmax(1)
             row[name] = {"accuracy": float((aligned == labels).mean()), "agreement": float((aligned == clean).mean())}
         rows.append(row)

@@ -104,13 +104,14 @@ def _aligned_view(image: NDArray[np.uint8], matrix: NDArray, flip: bool, rng: np
     return (view[:, ::-1] if flip else view).astype(np.float32)
 
 
-def aligned_views(images: NDArray[np.uint8], matrices: NDArray, border: int = cv2.BORDER_REPLICATE) -> NDArray[np.uint8]:
-    """Faces (n, 48, 48) warped by their alignments (n, 2, 3), without jitter; faces without one as they are.
-    For scoring a model on crops framed as `analyze` frames them."""
+def aligned_views(images: NDArray[np.uint8], matrices: NDArray, border: int = cv2.BORDER_REPLICATE,
+                  value: float = 0.0) -> NDArray[np.uint8]:
+    """Faces (n, 48, 48) warped by their alignments (n, 2, 3), without jitter; faces without one as they are
+    (`value`: the grey of a BORDER_CONSTANT fill). For scoring a model on crops framed as `analyze` frames them."""
     out = images.copy()
     for i in np.flatnonzero(np.isfinite(matrices).all(axis=(1, 2))):
         out[i] = cv2.warpAffine(images[i], matrices[i].astype(np.float64), (INPUT_SIZE, INPUT_SIZE),
-                                flags=cv2.INTER_LINEAR, borderMode=border)
+                                flags=cv2.INTER_LINEAR, borderMode=border, borderValue=value)
     return out
 
 
