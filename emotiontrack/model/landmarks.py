@@ -1,8 +1,8 @@
 """The five MTCNN landmarks of every face of a training split, found once and cached.
 
 Training on aligned views (`augment.py`) needs, for each training face, the similarity that `analyze`
-would apply to it in a video: that is where MTCNN puts its landmarks. Finding them takes MTCNN ~40 ms a
-face on one core (~20 minutes for FER2013's 28,709 training faces on two), so the result is kept in a
+would apply to it in a video: that is where MTCNN puts its landmarks. Finding them takes MTCNN tens of ms a
+face (about 35 minutes for FER2013's 28,709 training faces on 2 cores), so the result is kept in a
 cache file named after a hash of the images: a later run on the same data reads it in a moment.
 """
 
