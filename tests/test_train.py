@@ -40,16 +40,54 @@ def test_trained_model_is_calibrated_and_readable_by_evaluate(tiny_model, tiny_d
     assert missing.returncode == 1 and "no folder named 'test'" in missing.stderr
 
 
-def test_a_learnable_task_is_learned(tmp_path):
-    from emotiontrack.model.evaluate import evaluate
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory) -> tuple[Path, Path]:
+    """A dataset of one texture per class, and a model trained on it."""
     from emotiontrack.model.train import TrainConfig, train
 
-    data = tmp_path / "data"
+    data = tmp_path_factory.mktemp("learnable")
     write_image_dataset(data / "train", per_class=60, seed=3)
     write_image_dataset(data / "validation", per_class=10, seed=4)
-    out = tmp_path / "m.keras"
+    out = data / "m.keras"
     train(TrainConfig(data=data, output=out, epochs=8, batch_size=16, learning_rate=3e-3))
-    assert evaluate(data / "validation", out)["accuracy"] > 0.5  # chance is 1/7
+    return data, out
+
+
+def test_a_learnable_task_is_learned(learnable):
+    from emotiontrack.model.evaluate import evaluate
+
+    data, model = learnable
+    assert evaluate(data / "validation", model)["accuracy"] > 0.5  # chance is 1/7
+
+
+def test_a_student_learns_its_teachers_answers_not_the_labels(learnable, tmp_path):
+    import shutil
+
+    from emotiontrack.model.dataset import load_split
+    from emotiontrack.model.distill import teacher_targets
+    from emotiontrack.model.evaluate import evaluate
+    from emotiontrack.model.train import checkpoint_dir, load_checkpoint_config
+
+    data, teacher = learnable
+    wrong = tmp_path / "wrong"  # every training face filed under the next emotion's folder
+    for index, name in enumerate(EMOTIONS):
+        shutil.copytree(data / "train" / name, wrong / EMOTIONS[(index + 1) % len(EMOTIONS)])
+    out = tmp_path / "student.keras"
+    done = cli("train", wrong, "--val-dir", data / "validation", "-o", out, "--epochs", "8", "--batch-size", "16",
+               "--lr", "3e-3", "--teacher", teacher, "--teacher", teacher, "--distill-weight", "1")
+    assert done.returncode == 0, done.stderr
+    assert evaluate(data / "validation", out)["accuracy"] > 0.5  # learning the labels would score ~0
+    assert load_checkpoint_config(out).teachers == (teacher, teacher)
+    cached = list(checkpoint_dir(out).glob("teacher-targets-*.npy"))
+    assert len(cached) == 1  # computed once, kept for a resume
+    split = load_split(wrong)
+    targets = teacher_targets([teacher], split, tmp_path)  # one teacher averages to what two copies give
+    np.testing.assert_allclose(targets, np.load(cached[0]), atol=1e-6)
+    np.testing.assert_allclose(targets.sum(axis=1), 1, atol=1e-5)
+    true = (split.labels - 1) % len(EMOTIONS)  # undo the shift (EMOTIONS is sorted, as the classes are)
+    assert (targets.argmax(1) == true).mean() > 0.5
+    missing = cli("train", wrong, "--val-dir", data / "validation", "-o", tmp_path / "x.keras", "--teacher", tmp_path / "no.keras")
+    assert missing.returncode == 1 and "--teacher: model not found" in missing.stderr
 
 
 def test_resume_continues_where_the_run_stopped(tiny_dataset, tmp_path):

@@ -53,6 +53,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", type=Path, metavar="CHECKPOINT",
                    help="start from the weights of an earlier run's OUTPUT.ckpt/last.pt (fine-tuning, a second "
                         "learning-rate cycle) instead of random weights")
+    p.add_argument("--teacher", type=Path, action="append", default=[], dest="teachers", metavar="MODEL",
+                   help="distil this saved model (repeat for an ensemble): its probabilities on the training faces, "
+                        "averaged over the teachers and computed once, make up --distill-weight of each target")
+    p.add_argument("--distill-weight", type=probability, default=d.distill_weight,
+                   help="share of each training target taken from the teachers (default: %(default)s)")
     p.add_argument("--no-flip-average", action="store_false", dest="flip_average",
                    help="save a model that classifies each face once, not averaged with its mirror image (half the cost)")
     p.add_argument("--fp32", action="store_false", dest="bf16",
@@ -71,7 +76,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         config = dataclasses.replace(load_checkpoint_config(args.output), flip_average=args.flip_average)
     else:
         names = {f.name for f in dataclasses.fields(TrainConfig)}
-        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names and k != "teachers"},
+                             teachers=tuple(args.teachers))
     with progress_bars(console, TextColumn("{task.fields[metrics]}"), transient=True) as progress:
         task = progress.add_task("epoch", total=None, metrics="")
 

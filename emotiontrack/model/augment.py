@@ -46,17 +46,17 @@ CONTEXT_BORDERS = (cv2.BORDER_REPLICATE, cv2.BORDER_REFLECT_101, cv2.BORDER_CONS
 
 def batches(split: Split, batch_size: int, seed: int, epoch: int,
             views: AlignedViews | None = None) -> Iterator[tuple[NDArray[np.float32], NDArray[np.int64]]]:
-    """One epoch of shuffled, augmented (images (n, 48, 48) float32, labels) batches; the randomness depends
-    only on (seed, epoch), so a resumed run sees the batches it would have seen."""
+    """One epoch of shuffled, augmented batches: (images (n, 48, 48) float32, their indices in the split); the
+    randomness depends only on (seed, epoch), so a resumed run sees the batches it would have seen."""
     order = np.random.default_rng([seed, epoch]).permutation(len(split))
     for index, start in enumerate(range(0, len(order), batch_size)):
         picks = order[start : start + batch_size]
         rng = np.random.default_rng([seed, epoch, index])
         if views is None:
-            yield augment(split.images[picks], rng), split.labels[picks]
+            yield augment(split.images[picks], rng), picks
         else:  # a generator of their own: the other faces get the draws they get without views
             views_rng = np.random.default_rng([seed, epoch, index, 2])
-            yield augment(split.images[picks], rng, views.for_batch(picks, views_rng), views_rng), split.labels[picks]
+            yield augment(split.images[picks], rng, views.for_batch(picks, views_rng), views_rng), picks
 
 
 def augment(images: NDArray[np.uint8], rng: np.random.Generator, aligned: NDArray[np.float32] | None = None,

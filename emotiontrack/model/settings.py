@@ -74,17 +74,22 @@ class TrainConfig:
     flip_average: bool = True
     # Start from this checkpoint's weights (OUTPUT.ckpt/last.pt of an earlier run) with a fresh schedule.
     init: Path | None = None
+    # Distillation: saved models whose averaged probabilities (model.distill) make up `distill_weight` of
+    # every training target, the label (smoothed) the rest.
+    teachers: tuple[Path, ...] = ()
+    distill_weight: float = 0.5
     bf16: bool = True  # bf16 autocast for the forward pass (fp32 weights and optimiser state)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+        values = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+        return {**values, "teachers": [str(p) for p in self.teachers]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainConfig:
         paths = {"data", "output", "val_dir", "init"}
         known = {f.name for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {k: (Path(v) if k in paths and v is not None else v) for k, v in data.items() if k in known}
-        return cls(**values)
+        return cls(**{**values, "teachers": tuple(Path(p) for p in data.get("teachers", ()))})
 
     def network_architecture(self) -> Architecture:
         if self.architecture not in ARCHITECTURES:

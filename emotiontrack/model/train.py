@@ -30,6 +30,7 @@ from emotiontrack.errors import EmotionTrackError
 from emotiontrack.model.augment import AlignedViews, aligned_views, batches, class_weights
 from emotiontrack.model.calibrate import calibrate_and_save, measured_geometry, training_geometry
 from emotiontrack.model.dataset import Split, load_train_val
+from emotiontrack.model.distill import teacher_targets
 from emotiontrack.model.evaluate import classification_report
 from emotiontrack.model.network import TrainingNet, as_batch, predict_logits
 from emotiontrack.model.settings import LANDMARK_CACHE, OPTIMIZERS, Architecture, TrainConfig
@@ -69,17 +70,21 @@ def _autocast(config: TrainConfig) -> torch.autocast:
 
 
 class _Step:
-    """One optimisation step on a batch: (mixed) soft targets, class weights, bf16 forward, fp32 update."""
+    """One optimisation step on a batch: soft targets (smoothed labels, the teachers' probabilities, mixup),
+    class weights, bf16 forward, fp32 update."""
 
     def __init__(self, net: TrainingNet, optimizer: torch.optim.Optimizer, config: TrainConfig,
-                 weights: NDArray[np.float32]):
+                 weights: NDArray[np.float32], labels: NDArray[np.int64], teacher: NDArray[np.float32] | None = None):
         self.net, self.optimizer, self.config = net, optimizer, config
         self.class_weight = torch.from_numpy(weights)
-        self.eye = torch.eye(net.n_classes)
+        smoothed = np.eye(net.n_classes)[labels] * (1 - config.label_smoothing) + config.label_smoothing / net.n_classes
+        if teacher is not None:
+            smoothed = (1 - config.distill_weight) * smoothed + config.distill_weight * teacher
+        self.labels, self.targets = torch.from_numpy(labels), torch.from_numpy(smoothed.astype(np.float32))
 
-    def __call__(self, images: NDArray[np.float32], labels: NDArray[np.int64], rng: np.random.Generator) -> tuple[float, float]:
-        x, y = as_batch(images), torch.from_numpy(labels)
-        targets = self.eye[y] * (1 - self.config.label_smoothing) + self.config.label_smoothing / self.net.n_classes
+    def __call__(self, images: NDArray[np.float32], picks: NDArray[np.int64], rng: np.random.Generator) -> tuple[float, float]:
+        """Train on augmented `images`, the split's faces at `picks`; the batch's loss and accuracy."""
+        x, y, targets = as_batch(images), self.labels[picks], self.targets[picks]
         sample_weight = self.class_weight[y]
         if self.config.mixup > 0:
             lam = float(rng.beta(self.config.mixup, self.config.mixup))
@@ -215,7 +220,8 @@ def train(
     net = _initial_network(config, len(classes))
     optimizer = _optimizer(net, config)
     history = _resume(folder, net, optimizer) if resume else []
-    step = _Step(net, optimizer, config, class_weights(train_split, config.class_weight_power))
+    teacher = teacher_targets(config.teachers, train_split, folder) if config.teachers else None
+    step = _Step(net, optimizer, config, class_weights(train_split, config.class_weight_power), train_split.labels, teacher)
     for epoch in range(len(history), config.epochs):
         started = time.monotonic()
         logs = {"epoch": epoch + 1, **_run_epoch(step, train_split, epoch, on_batch, framing.views),
@@ -259,10 +265,10 @@ def _run_epoch(step: _Step, split: Split, epoch: int, on_batch: Callable[[int, i
     steps_per_epoch = math.ceil(len(split) / config.batch_size)
     step.net.train()
     sums = np.zeros(2)
-    for index, (images, labels) in enumerate(batches(split, config.batch_size, config.seed, epoch, views)):
+    for index, (images, picks) in enumerate(batches(split, config.batch_size, config.seed, epoch, views)):
         for group in step.optimizer.param_groups:
             group["lr"] = learning_rate(config, epoch * steps_per_epoch + index, steps_per_epoch)
-        sums += step(images, labels, np.random.default_rng([config.seed, epoch, index, 1]))
+        sums += step(images, picks, np.random.default_rng([config.seed, epoch, index, 1]))
         if on_batch:
             on_batch(index + 1, steps_per_epoch, {"loss": sums[0] / (index + 1), "accuracy": sums[1] / (index + 1)})
     return {"loss": sums[0] / steps_per_epoch, "accuracy": sums[1] / steps_per_epoch,
