@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from emotiontrack.errors import EmotionTrackError
 from emotiontrack.model.dataset import Split
+from emotiontrack.outputs.files import atomic_file
 from emotiontrack.types import EMOTIONS
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ def teacher_targets(teachers: Sequence[Path], split: Split, folder: Path) -> NDA
     if cache.is_file():
         return np.load(cache)
     targets = np.mean([_probabilities(Path(path), split) for path in teachers], axis=0).astype(np.float32)
-    np.save(cache, targets)
+    with atomic_file(cache) as tmp, tmp.open("wb") as out:  # a run killed while saving leaves no half file
+        np.save(out, targets)
     return targets
 
 
