@@ -218,3 +218,51 @@ def test_training_on_aligned_views_scores_validation_faces_cropped_the_same_way(
     assert len(list((tmp_path / "cache").glob("landmarks-*.npy"))) == 2  # training and validation faces
     # Textures have (next to) no landmarks: the model gets FER2013's geometry, as without aligned views.
     assert summary["geometry"]["fallback"] == "FER2013"
+
+
+def test_weight_averaging_saves_the_mean_of_the_last_epochs(tiny_dataset, tmp_path):
+    import torch
+
+    from emotiontrack.model.keras_model import load_model
+    from emotiontrack.model.train import TrainConfig, checkpoint_dir, train
+
+    config = TrainConfig(data=tiny_dataset, output=tmp_path / "swa.keras", epochs=3, swa_epochs=2, swa_lr=0.01,
+                         batch_size=16)
+    checkpoints = []
+
+    def keep_checkpoint(epoch, logs):
+        checkpoints.append(torch.load(checkpoint_dir(config.output) / "last.pt", weights_only=False))
+        if epoch == 1 and len(checkpoints) == 2:
+            raise KeyboardInterrupt  # stop once inside the averaged epochs, then resume
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, on_epoch=keep_checkpoint)
+    summary = train(config, resume=True, on_epoch=keep_checkpoint)
+    assert [round(h["lr"], 6) for h in summary["history"]] == [0.05, 0.01, 0.01]  # warm-up to the peak, then constant
+    first, second, third = (c["model"]["features.0.weight"] for c in checkpoints)
+    mean = (second + third) / 2  # the first epoch is not averaged
+    torch.testing.assert_close(checkpoints[-1]["average"]["module.features.0.weight"], mean)
+    assert not torch.allclose(mean, third, atol=1e-6)
+    model = load_model(config.output)
+    kernel = [w for w in model.weights if tuple(w.shape) == (3, 3, 1, 64)]
+    assert len(kernel) == 1
+    np.testing.assert_allclose(np.asarray(kernel[0].numpy()), mean.permute(2, 3, 1, 0).numpy(), atol=1e-6)
+    done = cli("train", tiny_dataset, "-o", tmp_path / "x.keras", "--epochs", "2", "--swa-epochs", "3")
+    assert done.returncode == 1 and "--swa-epochs 3 is more than --epochs 2" in done.stderr
+
+
+def test_learning_rate_warms_up_decays_and_holds_for_averaged_epochs():
+    from emotiontrack.model.train import TrainConfig, learning_rate
+
+    def rates(**settings):
+        config = TrainConfig(data=Path(), epochs=4, learning_rate=0.1, swa_lr=0.01, **settings)
+        return np.array([learning_rate(config, step, 10) for step in range(40)])
+
+    cosine = rates()
+    assert cosine[9] == pytest.approx(0.1) and cosine[0] == pytest.approx(0.01) and cosine[-1] < 1e-3
+    assert np.all(np.diff(cosine[10:]) < 0)  # decays to zero after the one-epoch warm-up
+    averaged = rates(swa_epochs=2)
+    assert np.all(np.diff(averaged[10:20]) < 0) and averaged[19] > 0.01
+    assert np.allclose(averaged[20:], 0.01)  # the averaged epochs hold the constant rate
+    only_averaged = rates(swa_epochs=4)
+    assert only_averaged[9] == pytest.approx(0.01) and np.allclose(only_averaged[9:], 0.01)

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import TextColumn
 
-from emotiontrack.cli.options import non_negative_float, positive_float, positive_int, probability
+from emotiontrack.cli.options import non_negative_float, non_negative_int, positive_float, positive_int, probability
 from emotiontrack.cli.progress import progress_bars
 from emotiontrack.cli.signals import clean_up_on_signals
 
@@ -43,6 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default: %(default)s)")
     p.add_argument("--mixup", type=non_negative_float, default=d.mixup,
                    help="mix pairs of images with Beta(A, A) weights; 0 turns it off (default: %(default)s)")
+    p.add_argument("--swa-epochs", type=non_negative_int, default=d.swa_epochs,
+                   help="stochastic weight averaging: run the last N epochs at --swa-lr and save the average of "
+                        "their weights (BatchNorm measured again); 0 turns it off (default: %(default)s)")
+    p.add_argument("--swa-lr", type=positive_float, default=d.swa_lr,
+                   help="the constant learning rate of the averaged epochs; the cosine decays to it "
+                        "(default: %(default)s)")
     p.add_argument("--aligned-views", type=probability, default=d.aligned_views,
                    help="share of training faces shown as analyze crops them from video, aligned on their own "
                         "landmarks (found once with MTCNN, ~20 min for FER2013, then cached) (default: %(default)s)")

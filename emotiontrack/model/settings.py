@@ -60,7 +60,12 @@ class TrainConfig:
     optimizer: str = "sgd"  # "sgd" (Nesterov momentum 0.9) or "adamw"
     learning_rate: float = 0.05  # peak, after the warm-up
     weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
+    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero (or to `swa_lr`)
+    # Stochastic weight averaging (Izmailov et al. 2018): the last `swa_epochs` epochs run at the constant
+    # `swa_lr`, and the saved network is the mean of the weights at the end of each of them, with its
+    # BatchNorm statistics measured again on training batches. 0 turns it off.
+    swa_epochs: int = 0
+    swa_lr: float = 0.005
     seed: int = 0
     label_smoothing: float = 0.1
     # Per-class loss weight = (n_largest / n_class) ** power: 0 ignores imbalance, 1 fully balances.

@@ -5,7 +5,8 @@ that bf16 units run the convolutions) with SGD + Nesterov momentum or AdamW on l
 class-weighted cross-entropy, under a warm-up + cosine learning-rate schedule. Every batch is augmented
 (flip, small affine, brightness/contrast, erasing; optionally mixup). After every epoch it scores the
 validation split and writes `<output>.ckpt/last.pt` (weights, optimiser state, history, RNG state), so
-`resume` continues an interrupted run exactly. At the end it writes the weights into the Keras network
+`resume` continues an interrupted run exactly. With `swa_epochs`, the last epochs run at a constant rate
+and the network saved is the average of their weights (torch's `swa_utils`). At the end it writes the weights into the Keras network
 (`model.keras_network`), fits a softmax temperature on the validation split and saves the product model
 (`CalibratedSoftmax` head) to `config.output`.
 """
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from scipy.special import softmax
+from torch.optim.swa_utils import AveragedModel, update_bn
 
 from emotiontrack.errors import EmotionTrackError
 from emotiontrack.model.augment import AlignedViews, aligned_views, batches, class_weights
@@ -45,12 +47,17 @@ def checkpoint_dir(output: Path) -> Path:
 
 
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Linear warm-up to the peak, then cosine decay to zero at the last step."""
+    """Linear warm-up to the peak, cosine decay to the floor (zero, or `swa_lr` when the last epochs average
+    weights), then the floor for the averaged epochs."""
+    floor = config.swa_lr if config.swa_epochs else 0.0
+    decay_end = (config.epochs - config.swa_epochs) * steps_per_epoch
+    peak = config.learning_rate if decay_end > 0 else floor  # only averaged epochs: warm up to their rate
     warmup = max(1, round(config.warmup_epochs * steps_per_epoch))
-    total = max(warmup + 1, config.epochs * steps_per_epoch)
     if step < warmup:
-        return config.learning_rate * (step + 1) / warmup
-    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+        return peak * (step + 1) / warmup
+    if step >= decay_end:
+        return floor
+    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, decay_end - warmup)))
 
 
 def _optimizer(net: TrainingNet, config: TrainConfig) -> torch.optim.Optimizer:
@@ -206,6 +213,8 @@ def train(
     cache_dir: Path = LANDMARK_CACHE,
 ) -> dict[str, Any]:
     """Train (or resume), calibrate and save; returns a summary (history, temperature, paths)."""
+    if config.swa_epochs > config.epochs:
+        raise EmotionTrackError(f"--swa-epochs {config.swa_epochs} is more than --epochs {config.epochs}")
     if config.bf16 and not cpu_has_bf16():
         log.warning("this CPU has no bf16 instructions: training in float32 (emulated bf16 is ~10x slower)")
         config = dataclasses.replace(config, bf16=False)
@@ -219,20 +228,24 @@ def train(
     folder.mkdir(parents=True, exist_ok=True)
     net = _initial_network(config, len(classes))
     optimizer = _optimizer(net, config)
-    history = _resume(folder, net, optimizer) if resume else []
+    average = AveragedModel(net) if config.swa_epochs else None
+    history = _resume(folder, net, optimizer, average) if resume else []
     teacher = teacher_targets(config.teachers, train_split, folder) if config.teachers else None
     step = _Step(net, optimizer, config, class_weights(train_split, config.class_weight_power), train_split.labels, teacher)
     for epoch in range(len(history), config.epochs):
         started = time.monotonic()
-        logs = {"epoch": epoch + 1, **_run_epoch(step, train_split, epoch, on_batch, framing.views),
-                **_validate(net, val_split, config, framing.val_aligned)}
+        logs = {"epoch": epoch + 1, **_run_epoch(step, train_split, epoch, on_batch, framing.views)}
+        if average is not None and epoch >= config.epochs - config.swa_epochs:
+            average.update_parameters(net)
+        logs.update(_validate(net, val_split, config, framing.val_aligned))
         logs["train_seconds"] = (history[-1]["train_seconds"] if history else 0.0) + time.monotonic() - started
         history.append(logs)
         log.info("epoch %d/%d: %s", epoch + 1, config.epochs, ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
         _save_checkpoint(folder, {"epochs_done": epoch + 1, "config": config.to_json(), "history": history,
                                   "train_seconds": logs["train_seconds"], "model": net.state_dict(),
                                   "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                                  "architecture": net.architecture.to_json(), "classes": classes})
+                                  "architecture": net.architecture.to_json(), "classes": classes,
+                                  "average": average.state_dict() if average is not None else None})
         if on_epoch:
             on_epoch(epoch, logs)
     if framing.geometry is not None:  # measured on every training face
@@ -241,6 +254,11 @@ def train(
         geometry, geometry_stats = training_geometry(train_split, config.seed)
     log.info("canonical landmarks %s (found on %d of %d training faces)", geometry.to_json(),
              geometry_stats["found"], geometry_stats["faces"])
+    if average is not None:
+        net = _averaged_network(average, config, train_split, framing.views)
+        averaged = _validate(net, val_split, config, framing.val_aligned)
+        log.info("weights averaged over the last %d epochs: %s", config.swa_epochs,
+                 ", ".join(f"{k} {v:.4g}" for k, v in averaged.items()))
     summary = calibrate_and_save(net, config, classes, val_split, geometry)
     summary.update(history=history, train_size=len(train_split), architecture=net.architecture.to_json(),
                    geometry=geometry_stats)
@@ -248,11 +266,27 @@ def train(
     return summary
 
 
-def _resume(folder: Path, net: TrainingNet, optimizer: torch.optim.Optimizer) -> list[dict[str, float]]:
-    """Restore weights, optimiser and RNG state from the last checkpoint; returns the history so far."""
+def _averaged_network(average: AveragedModel, config: TrainConfig, split: Split,
+                      views: AlignedViews | None) -> TrainingNet:
+    """The averaged weights, with BatchNorm statistics measured for them on one epoch of training batches
+    (those of the weights it averages do not fit the average)."""
+    net = average.module
+    assert isinstance(net, TrainingNet)
+    epoch = batches(split, config.batch_size, config.seed, config.epochs, views)
+    with _autocast(config):
+        update_bn((as_batch(images) for images, _ in epoch), net)
+    return net
+
+
+def _resume(folder: Path, net: TrainingNet, optimizer: torch.optim.Optimizer,
+            average: AveragedModel | None) -> list[dict[str, float]]:
+    """Restore weights, optimiser, weight average and RNG state from the last checkpoint; returns the history
+    so far."""
     state = _load_checkpoint(folder / "last.pt")
     net.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if average is not None and state.get("average") is not None:
+        average.load_state_dict(state["average"])
     torch.set_rng_state(state["torch_rng"])
     log.info("resuming after epoch %d", state["epochs_done"])
     return state["history"]
