@@ -186,8 +186,10 @@ def test_init_starts_from_an_earlier_checkpoint(tiny_model, tiny_dataset, tmp_pa
     checkpoint = checkpoint_dir(tiny_model) / "last.pt"
     before = torch.load(checkpoint, weights_only=False)["model"]
     summary = train(TrainConfig(data=tiny_dataset, output=tmp_path / "ft.keras", epochs=1, batch_size=16, init=checkpoint,
-                                learning_rate=1e-6))
-    after = torch.load(checkpoint_dir(tmp_path / "ft.keras") / "last.pt", weights_only=False)["model"]
+                                learning_rate=1e-6, block_dropout=0.3))  # another dropout, the same weights
+    state = torch.load(checkpoint_dir(tmp_path / "ft.keras") / "last.pt", weights_only=False)
+    after = state["model"]
+    assert state["architecture"]["block_dropout"] == 0.3 and summary["architecture"]["block_dropout"] == 0.3
     assert summary["history"][0]["epoch"] == 1
     # A tiny learning rate moves the weights only a little: training continued from them, not from scratch.
     assert max(float((before[k].float() - after[k].float()).abs().max()) for k in before if "weight" in k) < 0.01

@@ -28,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-dir", type=Path, help="validation split (<emotion>/ folders), if not inside DATA_DIR")
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default=d.architecture, dest="architecture",
                    help="network size (see emotiontrack/model/network.py; default: %(default)s)")
+    p.add_argument("--block-dropout", type=probability, default=d.block_dropout,
+                   help="dropout after each block's pooling (default: the architecture's own, 0.1 for vgg-l and "
+                        "vgg-m, 0.25 for vgg-s)")
     p.add_argument("--epochs", type=positive_int, default=d.epochs, help="epochs to train (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="images per step (default: %(default)s)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,

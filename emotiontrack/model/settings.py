@@ -30,6 +30,10 @@ class Architecture:
     def from_json(cls, data: dict[str, Any]) -> Architecture:
         return cls(**{**data, "blocks": tuple(tuple(b) for b in data["blocks"])})
 
+    def same_weights(self, other: Architecture) -> bool:
+        """Whether the two networks have the same weights' shapes (dropout rates aside)."""
+        return (self.blocks, self.dense, self.epsilon) == (other.blocks, other.dense, other.epsilon)
+
     def flat_features(self) -> int:
         side = INPUT_SIZE // 2 ** len(self.blocks)
         return side * side * self.blocks[-1][0]
@@ -55,6 +59,7 @@ class TrainConfig:
     output: Path = Path("models/emotiontrack.keras")
     val_dir: Path | None = None
     architecture: str = DEFAULT_ARCHITECTURE  # a name in network.ARCHITECTURES
+    block_dropout: float | None = None  # dropout after each block's pooling; None: the architecture's own
     epochs: int = 30
     batch_size: int = 128
     optimizer: str = "sgd"  # "sgd" (Nesterov momentum 0.9) or "adamw"
@@ -99,4 +104,7 @@ class TrainConfig:
     def network_architecture(self) -> Architecture:
         if self.architecture not in ARCHITECTURES:
             raise EmotionTrackError(f"unknown architecture {self.architecture!r}: choose from {sorted(ARCHITECTURES)}")
-        return ARCHITECTURES[self.architecture]
+        named = ARCHITECTURES[self.architecture]
+        if self.block_dropout is None:
+            return named
+        return dataclasses.replace(named, block_dropout=self.block_dropout)

@@ -183,7 +183,7 @@ def _initial_network(config: TrainConfig, n_classes: int) -> TrainingNet:
     net = TrainingNet(config.network_architecture(), n_classes)
     if config.init is not None:
         state = _load_checkpoint(config.init)
-        if "model" not in state or Architecture.from_json(state["architecture"]) != net.architecture \
+        if "model" not in state or not Architecture.from_json(state["architecture"]).same_weights(net.architecture) \
                 or len(state["classes"]) != n_classes:
             raise EmotionTrackError(f"--init: {config.init} is not a training checkpoint of a {config.architecture} "
                                     f"network with {n_classes} classes (use OUTPUT.ckpt/last.pt of an earlier run)")
