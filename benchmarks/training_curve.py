@@ -41,6 +41,9 @@ def main() -> None:
         v = state["validation"]
         lines += ["", f"Saved model (calibrated, float32): validation accuracy {v['accuracy']:.4f}, macro-F1 "
                   f"{v['macro_f1']:.4f}, ECE {v['ece_after_calibration']:.4f} (temperature {state['temperature']:.3f})."]
+        if state["config"].get("swa_epochs"):
+            lines[-1] += (f" Its weights are the average of those at the end of the last {state['config']['swa_epochs']} "
+                          "epochs (`--swa-epochs`), so it is none of the rows above.")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     fig = Figure(figsize=(7, 4), layout="constrained")
