@@ -179,20 +179,26 @@ def test_train_reads_the_fer2013_zip_directly(tmp_path):
 
 
 def test_init_starts_from_an_earlier_checkpoint(tiny_model, tiny_dataset, tmp_path):
+    import shutil
+
     import torch
 
     from emotiontrack.model.train import TrainConfig, checkpoint_dir, train
 
-    checkpoint = checkpoint_dir(tiny_model) / "last.pt"
+    checkpoint = tmp_path / "start.pt"
+    shutil.copy(checkpoint_dir(tiny_model) / "last.pt", checkpoint)
     before = torch.load(checkpoint, weights_only=False)["model"]
-    summary = train(TrainConfig(data=tiny_dataset, output=tmp_path / "ft.keras", epochs=1, batch_size=16, init=checkpoint,
-                                learning_rate=1e-6, block_dropout=0.3))  # another dropout, the same weights
+    config = TrainConfig(data=tiny_dataset, output=tmp_path / "ft.keras", epochs=1, batch_size=16, init=checkpoint,
+                         learning_rate=1e-6, block_dropout=0.3)  # another dropout, the same weights
+    summary = train(config)
     state = torch.load(checkpoint_dir(tmp_path / "ft.keras") / "last.pt", weights_only=False)
     after = state["model"]
     assert state["architecture"]["block_dropout"] == 0.3 and summary["architecture"]["block_dropout"] == 0.3
     assert summary["history"][0]["epoch"] == 1
     # A tiny learning rate moves the weights only a little: training continued from them, not from scratch.
     assert max(float((before[k].float() - after[k].float()).abs().max()) for k in before if "weight" in k) < 0.01
+    checkpoint.unlink()  # a resumed run needs its own checkpoint only (a fresh clone may lack the one it started from)
+    assert train(config, resume=True)["history"] == summary["history"]
     done = cli("train", tiny_dataset, "-o", tmp_path / "x.keras", "--init", tiny_model)
     assert done.returncode == 1 and "not a training checkpoint" in done.stderr
 

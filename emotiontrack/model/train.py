@@ -178,10 +178,10 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
                                 f"{exc.__class__.__name__}") from None
 
 
-def _initial_network(config: TrainConfig, n_classes: int) -> TrainingNet:
+def _initial_network(config: TrainConfig, n_classes: int, resume: bool) -> TrainingNet:
     torch.manual_seed(config.seed)
     net = TrainingNet(config.network_architecture(), n_classes)
-    if config.init is not None:
+    if config.init is not None and not resume:  # a resumed run's weights come from its own checkpoint
         state = _load_checkpoint(config.init)
         if "model" not in state or not Architecture.from_json(state["architecture"]).same_weights(net.architecture) \
                 or len(state["classes"]) != n_classes:
@@ -226,7 +226,7 @@ def train(
              dict(zip(classes, train_split.counts().tolist())), len(val_split))
     folder = checkpoint_dir(config.output)
     folder.mkdir(parents=True, exist_ok=True)
-    net = _initial_network(config, len(classes))
+    net = _initial_network(config, len(classes), resume)
     optimizer = _optimizer(net, config)
     average = AveragedModel(net) if config.swa_epochs else None
     history = _resume(folder, net, optimizer, average) if resume else []
