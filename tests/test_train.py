@@ -1,7 +1,9 @@
 """Training, resuming, evaluating, bad dataset layouts, and the model file across Keras backends."""
 
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +120,23 @@ def test_resume_continues_where_the_run_stopped(tiny_dataset, tmp_path):
     for name, value in state["model"].items():
         torch.testing.assert_close(value, uninterrupted["model"][name], msg=name)
     assert not torch.equal(after_one["model"]["head.5.weight"], state["model"]["head.5.weight"])
+
+
+def test_a_copied_checkpoint_resumes_under_its_new_name(tiny_dataset, tmp_path):
+    from emotiontrack.model.train import TrainConfig, checkpoint_dir, load_checkpoint_config, train
+
+    original = TrainConfig(data=tiny_dataset, output=tmp_path / "m.keras", epochs=1, batch_size=16)
+    train(original)
+    original.output.unlink()
+    copy = tmp_path / "copy.keras"
+    shutil.copytree(checkpoint_dir(original.output), checkpoint_dir(copy))
+    summary_before = (checkpoint_dir(original.output) / "summary.json").read_text()
+    config = load_checkpoint_config(copy)
+    assert config.output == copy
+    train(dataclasses.replace(config, flip_average=False), resume=True)  # after the last epoch: saves again
+    assert copy.exists() and not original.output.exists()
+    assert (checkpoint_dir(original.output) / "summary.json").read_text() == summary_before
+    assert not json.loads((checkpoint_dir(copy) / "summary.json").read_text())["config"]["flip_average"]
 
 
 def test_cli_resume_without_checkpoint_is_one_line(tmp_path):

@@ -195,7 +195,10 @@ def load_checkpoint_config(output: Path) -> TrainConfig:
     state_path = checkpoint_dir(output) / "state.json"
     if not state_path.is_file():
         raise EmotionTrackError(f"nothing to resume: {state_path} not found")
-    return TrainConfig.from_json(json.loads(state_path.read_text())["config"])
+    # The run's settings, written where `output` says now: a copied or moved checkpoint must not overwrite the
+    # model (and summary) of the run it was copied from.
+    config = TrainConfig.from_json(json.loads(state_path.read_text())["config"])
+    return dataclasses.replace(config, output=output)
 
 
 def _limited(split: Split, config: TrainConfig) -> Split:
