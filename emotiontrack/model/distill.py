@@ -2,8 +2,8 @@
 
 `emotiontrack train --teacher A.keras --teacher B.keras` computes, once per run, every training face's
 averaged calibrated probabilities under the teachers (each exactly as `evaluate` scores it, with the mirror
-image where the model averages it) and mixes them into the training targets (`TrainConfig.distill_weight`). They are kept in the run's
-checkpoint folder, so a resumed run does not compute them again.
+image where the model averages it) and mixes them into the training targets (`TrainConfig.distill_weight`).
+They are kept in the run's checkpoint folder, so a resumed run does not compute them again.
 """
 
 from __future__ import annotations
