@@ -32,14 +32,14 @@ def main() -> None:
 
     from emotiontrack.model.dataset import load_split
     from emotiontrack.model.evaluate import TTA_OFFSETS, classification_report, predict_in_batches, shifted
-    from emotiontrack.stages.classify import EmotionClassifier
+    from emotiontrack.model.predictor import EmotionModel
     from emotiontrack.types import EMOTIONS
 
     split = load_split(FER_ZIP, EMOTIONS, split="validation")
     views = TTA_OFFSETS if args.tta else TTA_OFFSETS[:1]
     probs = {}
     for path in args.model:
-        classifier = EmotionClassifier.load(path, crop="box")
+        classifier = EmotionModel.load(path)
         probs[path.name] = np.mean([predict_in_batches(classifier, shifted(split.images, dx, dy))
                                     for dx, dy in views], axis=0)
     rows = []

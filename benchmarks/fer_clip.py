@@ -49,7 +49,7 @@ def main() -> None:
     config = AnalyzeConfig(**settings)
     models = load_models(config)
     _, validation = load_train_val(FER_ZIP)
-    clean = models.classifier.predict(validation.images).argmax(axis=1)  # EMOTIONS order == sorted class names
+    clean = models.classifier.model.predict(validation.images).argmax(axis=1)  # EMOTIONS order == sorted class names
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for seed in args.seeds:

@@ -22,7 +22,9 @@ from reporting import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 FER_ZIP = ROOT.parent / "shared" / "datasets" / "fer2013.zip"
-BORDERS = {"edge repeated": (cv2.BORDER_REPLICATE, 0), "flat grey": (cv2.BORDER_CONSTANT, 128)}
+# How the part of an aligned crop beyond the picture is filled; "in a scene": the face pasted through a soft
+# ellipse into a held-out photograph first (model/scenes.py, as benchmarks/wild.py renders faces).
+BORDERS = {"edge repeated": (cv2.BORDER_REPLICATE, 0), "flat grey": (cv2.BORDER_CONSTANT, 128), "in a scene": None}
 
 
 def main() -> None:
@@ -33,18 +35,19 @@ def main() -> None:
     if not FER_ZIP.is_file():
         sys.exit(f"needs {FER_ZIP}")
 
-    from emotiontrack.model.augment import aligned_views
+    from emotiontrack.model.augment import aligned_views, scene_views
     from emotiontrack.model.dataset import load_train_val
     from emotiontrack.model.landmarks import split_landmarks
+    from emotiontrack.model.predictor import EmotionModel
     from emotiontrack.model.settings import LANDMARK_CACHE
     from emotiontrack.model.train import alignments
-    from emotiontrack.stages.classify import EmotionClassifier
+    from emotiontrack.stages.detect import LANDMARK_MIN_FACE, MTCNNDetector
 
     _, validation = load_train_val(FER_ZIP)
-    landmarks = split_landmarks(validation, LANDMARK_CACHE)
+    landmarks = split_landmarks(validation, LANDMARK_CACHE, MTCNNDetector(min_face=LANDMARK_MIN_FACE))
     rows = []
     for path in args.model:
-        classifier = EmotionClassifier.load(path)
+        classifier = EmotionModel.load(path)
         matrices = alignments(landmarks, classifier.geometry)  # the model's own canonical geometry
         alignable = np.isfinite(matrices).all(axis=(1, 2))
         labels = validation.labels[alignable]
@@ -52,8 +55,9 @@ def main() -> None:
         row = {"model": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
                "sha": classifier.model_sha256[:12], "faces": int(alignable.sum()),
                "clean_accuracy": float((clean == labels).mean())}
-        for name, (border, value) in BORDERS.items():
-            views = aligned_views(validation.images[alignable], matrices[alignable], border, value)
+        for name, border in BORDERS.items():
+            views = (scene_views(validation.images[alignable], matrices[alignable]) if border is None
+                     else aligned_views(validation.images[alignable], matrices[alignable], *border))
             aligned = classifier.predict(views).argmax(1)
             row[name] = {"accuracy": float((aligned == labels).mean()), "agreement": float((aligned == clean).mean())}
         rows.append(row)

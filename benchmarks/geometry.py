@@ -13,6 +13,7 @@ import torch
 
 from emotiontrack.model.calibrate import GEOMETRY_SAMPLE, training_geometry
 from emotiontrack.model.dataset import load_train_val
+from emotiontrack.stages.detect import LANDMARK_MIN_FACE, MTCNNDetector
 
 
 def main() -> None:
@@ -22,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     train_split, _ = load_train_val(args.data)
-    _, stats = training_geometry(train_split, args.seed)
+    _, stats = training_geometry(train_split, MTCNNDetector(min_face=LANDMARK_MIN_FACE), args.seed)
     print(json.dumps({"sample": GEOMETRY_SAMPLE, **stats}, indent=2))
 
 

@@ -110,16 +110,16 @@ def time_startup(rounds: int = 3) -> None:
 
 
 def time_classify(models: list[Path], rounds: int = 3) -> None:
-    """Milliseconds a face of EmotionClassifier.predict on one thread, float32 and bf16, batches of 16 and 64,
+    """Milliseconds a face of EmotionModel.predict on one thread, float32 and bf16, batches of 16 and 64,
     in alternating rounds (mirror averaging included where the model has it)."""
     import numpy as np
     import torch
 
-    from emotiontrack.stages.classify import EmotionClassifier
+    from emotiontrack.model.predictor import EmotionModel
 
     torch.set_num_threads(1)
     crops = np.random.default_rng(0).integers(0, 255, (64, 48, 48), dtype=np.uint8)
-    classifiers = {(str(m), bf16): EmotionClassifier.load(m, crop="box", bf16=bf16) for m in models for bf16 in (False, True)}
+    classifiers = {(str(m), bf16): EmotionModel.load(m, bf16=bf16) for m in models for bf16 in (False, True)}
     for _ in range(rounds):
         for (name, bf16), classifier in classifiers.items():
             for batch in (16, 64):

@@ -144,14 +144,13 @@ def main() -> None:
     base = AnalyzeConfig(**({"model": args.model} if args.model else {}))
     settings = dict(sample_fps=0, detect_every_s=0, smooth_s=0, video=False, model=base.model)
     aligned = load_models(AnalyzeConfig(**settings, crop="aligned"))
-    boxed = Models(aligned.detector, EmotionClassifier(aligned.classifier.net, crop="box",
-                                                       model_sha256=aligned.classifier.model_sha256))
+    boxed = Models(aligned.detector, EmotionClassifier(aligned.classifier.model, crop="box"))
     validation = load_split(FER_ZIP, tuple(sorted(EMOTIONS)), split="validation")
     classes = list(validation.classes)
     rng = np.random.default_rng(args.seed)
     picks = np.sort(rng.permutation(len(validation))[: args.faces])
     faces, labels = validation.images[picks], validation.labels[picks]
-    clean_probs = aligned.classifier.predict(faces)  # EMOTIONS order == sorted class names
+    clean_probs = aligned.classifier.model.predict(faces)  # EMOTIONS order == sorted class names
     clean = clean_probs.argmax(axis=1)
     photo = _photo()
     rows = []

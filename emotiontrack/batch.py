@@ -15,8 +15,9 @@ import shutil
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,41 +100,69 @@ def analyze_input(path: Path, out_dir: Path, config: AnalyzeConfig, models: Mode
                   overwrite: bool = False, remote: S3Prefix | None = None, source: str | None = None) -> Outcome:
     """Analyse one input and publish its outputs into `out_dir`, and from there to `remote` if given (an
     s3:// prefix; `out_dir` then keeps only faces.parquet, for the run's summary). With `source` (an s3://
-    URI) the input is downloaded to `path` first and removed afterwards. An EmotionTrackError becomes a
-    failed Outcome."""
+    URI) the input is downloaded to `path` first and removed afterwards. Any error fails this input alone."""
     started = time.monotonic()
-    sha = models.classifier.model_sha256
-    staging: Path | None = None
-    try:
+
+    def work() -> Outcome:
         identity = _identity(path, source)
-        if not overwrite and identity is not None and already_done(identity, out_dir, config, sha, remote):
+        if not overwrite and identity is not None and already_done(identity, out_dir, config,
+                                                                   models.classifier.model_sha256, remote):
             faces = pd.read_parquet(out_dir / FACES)
-            return Outcome(path, out_dir, faces=len(faces), skipped=True, wall_s=time.monotonic() - started, source=source)
+            return Outcome(path, out_dir, faces=len(faces), skipped=True, wall_s=time.monotonic() - started,
+                           source=source)
         if source is not None:
             download_object(source, path)
         info = probe(path)
         if on_start:
             on_start(info)
-        staging = staging_dir(out_dir)
-        result = analyze_into(staging, path, info, config, models, on_frames, source, identity)
+        with staged(out_dir, remote) as staging:
+            result = analyze_into(staging, path, info, config, models, on_frames, source, identity)
+        return _done(path, out_dir, result, started, source)
+
+    try:
+        return guarded(path, out_dir, started, work, source)
+    finally:
+        if source is not None:
+            path.unlink(missing_ok=True)
+
+
+def guarded(path: Path, out_dir: Path, started: float, work: Callable[[], Outcome], source: str | None = None) -> Outcome:
+    """`work()`'s outcome, or a failed one: an EmotionTrackError or OSError in one line, anything else (a
+    library's surprise, a bug) in one line with its traceback appended to the run's error log. The one path
+    by which every input fails alone, here and on Ray (whole inputs, and stitched segments)."""
+    try:
+        return work()
+    except EmotionTrackError as exc:
+        error = str(exc)
+    except OSError as exc:  # disk full, folder removed mid-run...
+        error = f"{path}: cannot write results ({exc.strerror or exc})"
+    except Exception as exc:
+        error = _unexpected(path, out_dir, exc)
+    error = error.replace(str(path), source) if source else error  # an s3:// input is named by its URI
+    return Outcome(path, out_dir, error=error, wall_s=time.monotonic() - started, source=source)
+
+
+@contextmanager
+def staged(out_dir: Path, remote: S3Prefix | None) -> Iterator[Path]:
+    """A staging folder for one result: published into `out_dir` (and uploaded to `remote`, keeping only
+    faces.parquet locally) if the block completes, removed whatever happens."""
+    staging = staging_dir(out_dir)
+    try:
+        yield staging
         publish(staging, out_dir)
         if remote is not None:
             upload_result(out_dir, remote)
             _keep_only(out_dir, FACES)
-    except EmotionTrackError as exc:
-        return _failed(path, out_dir, str(exc), started, source)
-    except OSError as exc:  # disk full, folder removed mid-run...
-        return _failed(path, out_dir, f"{path}: cannot write results ({exc.strerror or exc})", started, source)
-    except Exception as exc:  # a surprise from a library (or a bug): this input fails alone, details in the log
-        return _failed(path, out_dir, _unexpected(path, out_dir, exc), started, source)
     finally:
-        if staging is not None and staging.exists():
+        if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-        if source is not None:
-            path.unlink(missing_ok=True)
-    video_s = info.duration_s if math.isfinite(info.duration_s) else 0.0
-    return Outcome(path, out_dir, faces=result.face_count, video_s=video_s, frames_analysed=result.frames_analysed,
-                   wall_s=time.monotonic() - started, stage_s=dict(result.times), source=source)
+
+
+def _done(path: Path, out_dir: Path, result: VideoResult, started: float, source: str | None = None) -> Outcome:
+    info = result.info
+    return Outcome(path, out_dir, faces=result.face_count, video_s=info.duration_s if math.isfinite(info.duration_s) else 0.0,
+                   frames_analysed=result.frames_analysed, wall_s=time.monotonic() - started,
+                   stage_s=dict(result.times), source=source)
 
 
 def _identity(path: Path, source: str | None) -> dict[str, object] | None:
@@ -144,12 +173,6 @@ def _identity(path: Path, source: str | None) -> dict[str, object] | None:
         return source_identity(path)
     except OSError:
         return None
-
-
-def _failed(path: Path, out_dir: Path, error: str, started: float, source: str | None) -> Outcome:
-    """A failed input; an s3:// input's messages name its URI, not where it was downloaded."""
-    error = error.replace(str(path), source) if source else error
-    return Outcome(path, out_dir, error=error, wall_s=time.monotonic() - started, source=source)
 
 
 def already_done(identity: dict[str, object], out_dir: Path, config: AnalyzeConfig, model_sha256: str,
@@ -220,29 +243,21 @@ def analyze_into(staging: Path, path: Path, info: VideoInfo, config: AnalyzeConf
     return result
 
 
-def publish_result(path: Path, out_dir: Path, result: VideoResult, config: AnalyzeConfig, model_sha256: str,
-                   started: float, remote: S3Prefix | None = None) -> Outcome:
-    """Write and publish the outputs of an analysis made elsewhere (segments stitched into one result):
-    the timeline, faces and charts, the report and the manifest; no annotated video or face crops."""
-    staging = staging_dir(out_dir)
-    try:
-        faces, charts = _write_tables_and_charts(staging, path, path_text(path), result, config, model_sha256)
-        _finish(staging, path_text(path), source_identity(path), result, config, model_sha256, faces, charts, started)
-        publish(staging, out_dir)
-        if remote is not None:
-            upload_result(out_dir, remote)
-            _keep_only(out_dir, FACES)
-    except EmotionTrackError as exc:
-        return Outcome(path, out_dir, error=str(exc), wall_s=time.monotonic() - started)
-    except OSError as exc:
-        return Outcome(path, out_dir, error=f"{path}: cannot write results ({exc.strerror or exc})",
-                       wall_s=time.monotonic() - started)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    info = result.info
-    return Outcome(path, out_dir, faces=result.face_count, video_s=info.duration_s if math.isfinite(info.duration_s) else 0.0,
-                   frames_analysed=result.frames_analysed, wall_s=time.monotonic() - started, stage_s=dict(result.times))
+def publish_result(path: Path, out_dir: Path, result: Callable[[], VideoResult], config: AnalyzeConfig,
+                   model_sha256: str, started: float, remote: S3Prefix | None = None) -> Outcome:
+    """Write and publish the outputs of an analysis made elsewhere (segments, stitched by `result()`): the
+    timeline, faces and charts, the report and the manifest; no annotated video or face crops. Any error,
+    in the stitching too, fails this input alone (`guarded`)."""
+
+    def work() -> Outcome:
+        stitched = result()
+        with staged(out_dir, remote) as staging:
+            faces, charts = _write_tables_and_charts(staging, path, path_text(path), stitched, config, model_sha256)
+            _finish(staging, path_text(path), source_identity(path), stitched, config, model_sha256, faces, charts,
+                    started)
+        return _done(path, out_dir, stitched, started)
+
+    return guarded(path, out_dir, started, work)
 
 
 def _finish(staging: Path, name: str, identity: dict[str, object], result: VideoResult, config: AnalyzeConfig,

@@ -23,10 +23,11 @@ from emotiontrack.config import AnalyzeConfig, resolve_device
 from emotiontrack.media.frames import FrameSource
 from emotiontrack.media.probe import probe
 from emotiontrack.outputs.timeline import timeline_metadata, timeline_table
-from emotiontrack.runtime import loading, use_threads
+from emotiontrack.runtime import use_threads
 from emotiontrack.stages.classify import EmotionClassifier
 from emotiontrack.stages.classify_worker import ClassifyWorker, FrameSink
-from emotiontrack.stages.detect import FaceDetector
+from emotiontrack.stages.detect import MTCNNDetector
+from emotiontrack.stages.detector import Detector
 from emotiontrack.stages.schedule import FaceFinder
 from emotiontrack.stages.track import FaceTracker
 from emotiontrack.types import VideoInfo, VideoResult, path_text
@@ -38,17 +39,17 @@ log = logging.getLogger(__name__)
 class Models:
     """The loaded models, shared by every input of a run."""
 
-    detector: FaceDetector
+    detector: Detector  # MTCNN (stages/detect.py) unless another is passed in
     classifier: EmotionClassifier
 
 
 def load_models(config: AnalyzeConfig) -> Models:
-    """Load the detector and the emotion model once, on the configured device and CPU threads."""
-    with loading():
-        use_threads(config.threads)
-        device = resolve_device(config.device)
-        return Models(FaceDetector(config.min_face, config.min_score, device),
-                      EmotionClassifier.load(config.model, config.margin, device, config.crop))
+    """Load the detector and the emotion model once, on the configured device and CPU threads. (The console
+    script wraps this in `runtime.loading()`; a library call leaves the caller's garbage collector alone.)"""
+    use_threads(config.threads)
+    device = resolve_device(config.device)
+    return Models(MTCNNDetector(config.min_face, config.min_score, device),
+                  EmotionClassifier.load(config.model, config.margin, device, config.crop))
 
 
 def chunk_size(on_cpu: bool) -> int:
@@ -69,7 +70,7 @@ def analyze_video(info: VideoInfo, config: AnalyzeConfig, models: Models, on_fra
     keep_all = any(sink.wants_all_frames for sink in sinks)
     chunk = chunk or chunk_size(models.detector.device.type == "cpu")
     result = VideoResult(info)
-    finder = FaceFinder(models.detector, FaceTracker(config.max_gap_s), config.detect_every_s)
+    finder = FaceFinder(models.detector, FaceTracker(config.max_gap_s), config.detect_every_s, config.landmark_views)
     with FrameSource(info, config.sample_fps, keep_all, window) as source, ClassifyWorker(models.classifier, sinks, result) as worker:
         for frames in source.chunks(chunk, result.times, on_frames):
             worker.submit(frames, finder.find([frame for frame, analysed in frames if analysed], result.times))

@@ -5,7 +5,8 @@
 - Importing torch, torchvision, scipy, pandas and matplotlib creates millions of long-lived objects; the
   garbage collector's full passes over them while they load cost ~1.2 s of every run (of ~7 s of imports):
   `loading()` keeps the collector off meanwhile, then freezes what was loaded (it lives as long as the
-  process), so later collections do not walk it again and again.
+  process), so later collections do not walk it again and again. Only the console script uses it: freezing
+  is process-wide, and a program calling the Python API keeps its own heap as it was.
 - torch's CPU threads for MTCNN and the CNN: `use_threads` (ffmpeg decodes and encodes in its own processes).
 - bf16 only where the CPU computes it (`cpu_has_bf16`): elsewhere oneDNN emulates it, ~10x slower than float32.
 """

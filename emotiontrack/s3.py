@@ -14,13 +14,15 @@ credentials are boto3's own settings (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, A
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from emotiontrack.errors import InputError, OutputError
+from emotiontrack.outputs.publish import MANIFEST
 
 SCHEME = "s3://"
-MANIFEST = "manifest.json"
 
 
 def is_s3(text: str | Path) -> bool:
@@ -46,6 +48,12 @@ class S3Prefix:
 
     def object_key(self, relative: str) -> str:
         return f"{self.key}/{relative}" if self.key else relative
+
+    def staging(self) -> S3Prefix:
+        """A fresh hidden prefix beside this one, for an upload in progress (".<name>.partial-<hex>")."""
+        parent, _, name = self.key.rpartition("/")
+        hidden = f".{name}.partial-{secrets.token_hex(4)}"
+        return S3Prefix(self.bucket, f"{parent}/{hidden}" if parent else hidden)
 
     def __str__(self) -> str:
         return f"{SCHEME}{self.bucket}/{self.key}"
@@ -86,18 +94,46 @@ def read_manifest(prefix: S3Prefix) -> dict | None:
 
 
 def upload_result(folder: Path, prefix: S3Prefix) -> None:
-    """Upload a finished result folder: an older result's manifest is removed first, the new one put last."""
+    """Upload a finished result folder, replacing an older result under `prefix` only once the new one is
+    uploaded whole. The files go first to a hidden staging prefix beside it (the long part, where a network
+    or quota failure is likely): an upload that fails there leaves the older result as it was. Then the old
+    manifest is removed, the files are copied into place on the server, files of the old result that the
+    new one lacks are removed, and the new manifest is put last."""
     client = _client()
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    staging = prefix.staging()
     try:
+        for relative in files:
+            client.upload_file(str(folder / relative), prefix.bucket, staging.object_key(relative))
         client.delete_object(Bucket=prefix.bucket, Key=prefix.object_key(MANIFEST))
-        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
-            client.upload_file(str(path), prefix.bucket, prefix.object_key(path.relative_to(folder).as_posix()))
+        for relative in files:
+            client.copy({"Bucket": prefix.bucket, "Key": staging.object_key(relative)}, prefix.bucket,
+                        prefix.object_key(relative))
+        _delete(client, prefix, keep={prefix.object_key(relative) for relative in files})
         client.put_object(Bucket=prefix.bucket, Key=prefix.object_key(MANIFEST),
                           Body=(folder / MANIFEST).read_bytes(), IfNoneMatch="*")
     except _errors() as exc:
         if getattr(exc, "response", {}).get("Error", {}).get("Code") == "PreconditionFailed":
             return  # another worker published this result meanwhile
         raise OutputError(f"cannot upload to {prefix}: {_message(exc)}") from None
+    finally:
+        _delete_quietly(client, staging)
+
+
+def _delete(client, prefix: S3Prefix, keep: Collection[str] = ()) -> None:
+    """Every object under `prefix/` except those in `keep`."""
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=prefix.bucket, Prefix=prefix.object_key("")):
+        for item in page.get("Contents", []):
+            if item["Key"] not in keep:
+                client.delete_object(Bucket=prefix.bucket, Key=item["Key"])
+
+
+def _delete_quietly(client, prefix: S3Prefix) -> None:
+    """Remove a staging prefix; a failure leaves it for the bucket's lifecycle rules (it is never read)."""
+    try:
+        _delete(client, prefix)
+    except _errors():
+        pass
 
 
 def upload_files(paths: list[Path], prefix: S3Prefix) -> None:

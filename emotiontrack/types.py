@@ -6,12 +6,14 @@ classify -> Faces (probs set).  Each stage returns a new record (`dataclasses.re
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import Field, dataclass, field, fields, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -87,9 +89,11 @@ class Frame:
         return (width, height * 2 // 3) if self.is_i420 else (width, height)
 
 
-def _check(name: str, array: np.ndarray, shape: tuple[int | None, ...]) -> None:
-    if array.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, array.shape)):
-        raise ValueError(f"Faces.{name} must have shape {shape}, got {array.shape}")
+def per_face(shape: tuple[int, ...], dtype: type, fill: object) -> Any:
+    """A `Faces` field holding one row per face: each row's `shape`, its `dtype`, and the `fill` of a face
+    a stage has not measured yet. Validation, selection, merging and new records read these from the
+    field list, so a new per-face field is one line."""
+    return field(metadata={"shape": shape, "dtype": dtype, "fill": fill})
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,49 +103,40 @@ class Faces:
     xyxy (n, 4) float32 pixels of the source frame, clipped to it; score (n,) float32 detector
     probability; landmarks (n, 5, 2) float32 eyes, nose, mouth corners; track_id (n,) int64, -1 before
     tracking; probs (n, len(EMOTIONS)) float32 in EMOTIONS order, NaN before classification; aligned (n,)
-    bool, whether the classified crop was aligned on the landmarks (False: the box's square, or unclassified).
+    bool, whether the classified crop was aligned on the landmarks (False: the box's square, or unclassified);
+    align_error (n,) float32, the residual of that alignment in 48-px units (NaN for box crops).
     """
 
     frame_index: int
     time_s: float
-    xyxy: NDArray[np.float32]
-    score: NDArray[np.float32]
-    landmarks: NDArray[np.float32]
-    track_id: NDArray[np.int64]
-    probs: NDArray[np.float32]
-    aligned: NDArray[np.bool_]
+    xyxy: NDArray[np.float32] = per_face((4,), np.float32, np.nan)
+    score: NDArray[np.float32] = per_face((), np.float32, np.nan)
+    landmarks: NDArray[np.float32] = per_face((5, 2), np.float32, np.nan)
+    track_id: NDArray[np.int64] = per_face((), np.int64, -1)
+    probs: NDArray[np.float32] = per_face((len(EMOTIONS),), np.float32, np.nan)
+    aligned: NDArray[np.bool_] = per_face((), np.bool_, False)
+    align_error: NDArray[np.float32] = per_face((), np.float32, np.nan)
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
-        _check("xyxy", self.xyxy, (n, 4))
-        _check("score", self.score, (n,))
-        _check("landmarks", self.landmarks, (n, 5, 2))
-        _check("track_id", self.track_id, (n,))
-        _check("probs", self.probs, (n, len(EMOTIONS)))
-        _check("aligned", self.aligned, (n,))
+        for f in per_face_fields():
+            array, shape = getattr(self, f.name), (n, *f.metadata["shape"])
+            if array.shape != shape:
+                raise ValueError(f"Faces.{f.name} must have shape {shape}, got {array.shape}")
 
     @classmethod
-    def from_boxes(
-        cls,
-        frame_index: int,
-        time_s: float,
-        xyxy: NDArray,
-        score: NDArray,
-        landmarks: NDArray | None = None,
-    ) -> Faces:
-        """New, untracked and unclassified faces."""
+    def from_boxes(cls, frame_index: int, time_s: float, xyxy: NDArray, score: NDArray,
+                   landmarks: NDArray | None = None) -> Faces:
+        """New, untracked and unclassified faces (every other per-face field at its fill)."""
         n = len(xyxy)
-        return cls(
-            frame_index=frame_index,
-            time_s=time_s,
-            xyxy=np.asarray(xyxy, np.float32).reshape(n, 4),
-            score=np.asarray(score, np.float32).reshape(n),
-            landmarks=np.full((n, 5, 2), np.nan, np.float32) if landmarks is None
-            else np.asarray(landmarks, np.float32).reshape(n, 5, 2),
-            track_id=np.full(n, -1, np.int64),
-            probs=np.full((n, len(EMOTIONS)), np.nan, np.float32),
-            aligned=np.zeros(n, np.bool_),
-        )
+        given = {"xyxy": xyxy, "score": score, "landmarks": landmarks}
+        arrays: dict[str, Any] = {}
+        for f in per_face_fields():
+            shape, dtype = (n, *f.metadata["shape"]), f.metadata["dtype"]
+            value = given.get(f.name)
+            arrays[f.name] = (np.full(shape, f.metadata["fill"], dtype) if value is None
+                              else np.asarray(value, dtype).reshape(shape))
+        return cls(frame_index=frame_index, time_s=time_s, **arrays)
 
     @classmethod
     def empty(cls, frame_index: int = -1, time_s: float = float("nan")) -> Faces:
@@ -150,33 +145,18 @@ class Faces:
     @classmethod
     def merge(cls, parts: list[Faces]) -> Faces:
         """Concatenate records of the same frame (the first one's frame index and time are kept)."""
-        first = parts[0]
-        return replace(
-            first,
-            xyxy=np.concatenate([p.xyxy for p in parts]),
-            score=np.concatenate([p.score for p in parts]),
-            landmarks=np.concatenate([p.landmarks for p in parts]),
-            track_id=np.concatenate([p.track_id for p in parts]),
-            probs=np.concatenate([p.probs for p in parts]),
-            aligned=np.concatenate([p.aligned for p in parts]),
-        )
+        joined: dict[str, Any] = {f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in per_face_fields()}
+        return replace(parts[0], **joined)
 
     def __len__(self) -> int:
         return len(self.xyxy)
 
-    def __getitem__(self, index: NDArray[np.bool_] | NDArray[np.integer] | list[int] | slice) -> Faces:
+    def __getitem__(self, index: NDArray[np.bool_] | NDArray[np.integer] | list[int] | slice | int) -> Faces:
         """Select faces by boolean mask, integer indices or slice: `faces[faces.score > 0.9]`."""
         if isinstance(index, int):
             index = [index]
-        return replace(
-            self,
-            xyxy=self.xyxy[index],
-            score=self.score[index],
-            landmarks=self.landmarks[index],
-            track_id=self.track_id[index],
-            probs=self.probs[index],
-            aligned=self.aligned[index],
-        )
+        selected: dict[str, Any] = {f.name: getattr(self, f.name)[index] for f in per_face_fields()}
+        return replace(self, **selected)
 
     @property
     def width(self) -> NDArray[np.float32]:
@@ -189,6 +169,12 @@ class Faces:
     @property
     def center(self) -> NDArray[np.float32]:
         return ((self.xyxy[:, :2] + self.xyxy[:, 2:]) / 2).astype(np.float32)
+
+
+@functools.cache
+def per_face_fields() -> tuple[Field, ...]:
+    """The fields of `Faces` with one row per face, in declaration order."""
+    return tuple(f for f in fields(Faces) if "shape" in f.metadata)
 
 
 class StageTimes(dict):

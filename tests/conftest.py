@@ -67,12 +67,20 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
+def landmark_detector():
+    """MTCNN as training uses it, to find the landmarks of (enlarged) training faces."""
+    from emotiontrack.stages.detect import LANDMARK_MIN_FACE, MTCNNDetector
+
+    return MTCNNDetector(min_face=LANDMARK_MIN_FACE)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_dataset, tmp_path_factory, landmark_detector) -> Path:
     """A real model file, trained for one epoch on the generated dataset (seconds, not hours)."""
     from emotiontrack.model.train import TrainConfig, train
 
     output = tmp_path_factory.mktemp("model") / "tiny.keras"
-    train(TrainConfig(data=tiny_dataset, output=output, epochs=1, batch_size=16))
+    train(TrainConfig(data=tiny_dataset, output=output, epochs=1, batch_size=16), landmark_detector)
     return output
 
 

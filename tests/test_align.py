@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from emotiontrack.stages.align import FER2013_GEOMETRY, Geometry, aligned_crop, mirror, similarity, warp_face
+from emotiontrack.geometry.align import FER2013_GEOMETRY, Geometry, aligned_crop, mirror, similarity, warp_face
 from emotiontrack.types import Faces
 
 
@@ -82,12 +82,28 @@ def test_classifier_falls_back_to_the_box_crop_and_says_so(models):
     box = np.array([[100, 40, 180, 130], [20, 20, 90, 100]], np.float32)
     good = FER2013_GEOMETRY.landmarks * 80 / 48 + [100, 45]
     faces = Faces.from_boxes(0, 0.0, box, np.ones(2), np.stack([good, np.full((5, 2), np.nan)]))
-    crops, aligned = models.classifier.crop(rgb, faces)
-    assert aligned.tolist() == [True, False]
+    crops, cropped = models.classifier.crop(rgb, faces)
+    assert cropped.aligned.tolist() == [True, False]
+    # the landmarks are the canonical ones, scaled and shifted: a perfect fit; NaN for the box crop
+    assert cropped.align_error[0] == pytest.approx(0, abs=1e-3) and np.isnan(cropped.align_error[1])
     np.testing.assert_array_equal(crops[1], crop_face(rgb, box[1]))
     assert not np.array_equal(crops[0], crop_face(rgb, box[0]))
     out = models.classifier.classify([rgb], [faces])[0]
-    assert out.aligned.tolist() == [True, False]
+    assert out.aligned.tolist() == [True, False] and out.align_error[0] == cropped.align_error[0]
+
+
+def test_the_alignment_residual_grows_with_the_landmarks_error():
+    from emotiontrack.geometry.align import fit
+
+    rng = np.random.default_rng(0)
+    canonical = FER2013_GEOMETRY.landmarks.astype(np.float64) * 3 + [200, 120]  # a 144-px face
+    errors = []
+    for noise_px in (0.0, 1.5, 4.5):  # in source pixels: 0, 0.5 and 1.5 px in 48-px units
+        residuals = [fit(canonical + rng.normal(0, noise_px, (5, 2)), FER2013_GEOMETRY)[1] for _ in range(50)]
+        errors.append(float(np.median(residuals)))
+    assert errors[0] == pytest.approx(0, abs=1e-4) and errors[0] < errors[1] < errors[2]
+    assert 0.2 < errors[1] < 0.8 and 0.7 < errors[2] < 2.2  # about the noise (in 48-px units), less what the fit absorbs
+    assert np.isnan(fit(np.full((5, 2), np.nan), FER2013_GEOMETRY)[1])
 
 
 def test_geometry_is_symmetric_and_survives_json():

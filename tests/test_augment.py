@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
+from emotiontrack.geometry.align import FER2013_GEOMETRY, Geometry, geometry_of, mirror
 from emotiontrack.model.augment import AlignedViews, aligned_views, batches
 from emotiontrack.model.dataset import Split
-from emotiontrack.stages.align import FER2013_GEOMETRY, Geometry, geometry_of, mirror
 from emotiontrack.synthetic import astronaut_face
 from emotiontrack.types import EMOTIONS
 
@@ -30,10 +30,10 @@ def astronaut_split() -> Split:
     return Split(images, np.zeros(len(images), np.int64), tuple(sorted(EMOTIONS)), "astronaut")
 
 
-def test_landmarks_are_found_once_and_then_read_from_the_cache(astronaut_split, tmp_path, monkeypatch):
+def test_landmarks_are_found_once_and_then_read_from_the_cache(astronaut_split, tmp_path, landmark_detector):
     from emotiontrack.model import landmarks as module
 
-    found = module.split_landmarks(astronaut_split, tmp_path)
+    found = module.split_landmarks(astronaut_split, tmp_path, landmark_detector)
     assert found.shape == (6, 5, 2) and np.isfinite(found).all()
     # Left eye left of the right eye, both above the nose, the nose above the mouth corners.
     assert (found[:, 0, 0] < found[:, 1, 0]).all() and (found[:, :2, 1].max(1) < found[:, 2, 1]).all()
@@ -44,18 +44,18 @@ def test_landmarks_are_found_once_and_then_read_from_the_cache(astronaut_split, 
     assert abs(roll[1] - roll[0] + 12) < 5 and abs(roll[2] - roll[0] - 12) < 5
     assert len(list(tmp_path.glob("landmarks-6-*.npy"))) == 1
 
-    def no_detector(*args, **kwargs):
-        raise AssertionError("the cached landmarks should have been used")
+    class NotToBeAsked:
+        def central_landmarks(self, images):
+            raise AssertionError("the cached landmarks should have been used")
 
-    monkeypatch.setattr("emotiontrack.stages.detect.FaceDetector", no_detector)
-    np.testing.assert_array_equal(module.split_landmarks(astronaut_split, tmp_path), found)
+    np.testing.assert_array_equal(module.split_landmarks(astronaut_split, tmp_path, NotToBeAsked()), found)
 
 
-def test_aligned_views_undo_the_framing_of_each_training_face(astronaut_split, tmp_path):
+def test_aligned_views_undo_the_framing_of_each_training_face(astronaut_split, tmp_path, landmark_detector):
     from emotiontrack.model.landmarks import split_landmarks
     from emotiontrack.model.train import alignments
 
-    found = split_landmarks(astronaut_split, tmp_path)
+    found = split_landmarks(astronaut_split, tmp_path, landmark_detector)
     geometry, stats = geometry_of(found)
     assert stats["found"] == 6 and np.allclose(geometry.landmarks, mirror(geometry.landmarks, 48), atol=1e-4)
     matrices = alignments(found, geometry)
@@ -111,3 +111,35 @@ def test_geometry_from_no_landmarks_is_fer2013s():
     geometry, stats = geometry_of(np.full((3, 5, 2), np.nan))
     assert isinstance(geometry, Geometry) and stats["found"] == 0
     np.testing.assert_array_equal(geometry.landmarks, FER2013_GEOMETRY.landmarks)
+
+
+def test_a_scene_view_keeps_the_face_inside_its_ellipse_and_a_photograph_outside():
+    from emotiontrack.model import scenes
+
+    face = np.full((48, 48), 200, np.uint8)
+    photos = (np.zeros((300, 300), np.uint8),)  # a black "photograph": what is not face is 0
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        scene = scenes.in_scene(face, photos, rng).astype(np.float64)
+        pad = scenes.scene_offset(48)
+        assert scene.shape == (96, 96)
+        assert scene[pad + 18 : pad + 30, pad + 18 : pad + 30].mean() > 150  # the face's middle shows
+        assert scene[:8].mean() < 40 and scene[-8:].mean() < 40  # far above and below: the photograph
+        assert scene[:, :8].mean() < 40 and scene[:, -8:].mean() < 40
+        corner = scene[pad : pad + 4, pad : pad + 4].mean()  # the face image's corner: outside the ellipse
+        assert corner < 100
+
+
+def test_scene_views_in_training_are_scored_on_held_out_photographs(tiny_dataset, tmp_path, landmark_detector):
+    from emotiontrack.model.augment import scene_views
+    from emotiontrack.model.train import TrainConfig, train
+
+    config = TrainConfig(data=tiny_dataset, output=tmp_path / "m.keras", epochs=1, batch_size=16, aligned_views=0.5,
+                         scene_views=0.5)
+    summary = train(config, landmark_detector, cache_dir=tmp_path / "cache")
+    assert 0 <= summary["history"][0]["val_scene_accuracy"] <= 1
+    identity = np.tile(np.array([[1, 0, 0], [0, 1, 0]], np.float32), (3, 1, 1))
+    faces = np.full((3, 48, 48), 200, np.uint8)
+    views = scene_views(faces, identity)
+    np.testing.assert_array_equal(views, scene_views(faces, identity))  # the same views every time
+    assert (views[:, 20:28, 20:28] > 150).all() and views[:, :3, :3].mean() < 190  # the face, and a scene at its corners

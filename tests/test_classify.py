@@ -3,6 +3,7 @@ import pytest
 
 from emotiontrack.errors import ModelError
 from emotiontrack.model.keras_model import build_network, with_calibrated_softmax
+from emotiontrack.model.predictor import EmotionModel
 from emotiontrack.model.settings import ARCHITECTURES
 from emotiontrack.stages.classify import EmotionClassifier, crop_face
 from emotiontrack.types import EMOTIONS, Faces
@@ -66,21 +67,21 @@ def test_torch_runtime_computes_what_keras_computes(tiny_model, tmp_path):
     rng = np.random.default_rng(3)
     crops = rng.integers(0, 255, (9, 48, 48), dtype=np.uint8)
     trained = load_model(tiny_model)
-    np.testing.assert_allclose(EmotionClassifier.load(tiny_model, bf16=False).predict(crops), _keras_probs(trained, crops),
+    np.testing.assert_allclose(EmotionModel.load(tiny_model, bf16=False).predict(crops), _keras_probs(trained, crops),
                                atol=1e-5)
     single = with_calibrated_softmax(build_network(7, ARCHITECTURES["vgg-s"]), list(EMOTIONS), 0.7)
     _randomise_batch_norm_statistics(single, rng)
-    classifier = EmotionClassifier.load(_saved(single, tmp_path / "single.keras"), crop="box", bf16=False)
-    assert not classifier.net.flip_average and classifier.net.temperature == pytest.approx(0.7)
-    np.testing.assert_allclose(classifier.predict(crops), _keras_probs(single, crops), atol=1e-5)
+    model = EmotionModel.load(_saved(single, tmp_path / "single.keras"), bf16=False)
+    assert not model.net.flip_average and model.net.temperature == pytest.approx(0.7)
+    np.testing.assert_allclose(model.predict(crops), _keras_probs(single, crops), atol=1e-5)
 
 
 def test_model_outputs_are_mapped_to_emotion_columns_by_name(tmp_path):
     labels = list(reversed(EMOTIONS))
     model = with_calibrated_softmax(build_network(7, ARCHITECTURES["vgg-s"]), labels, 1.0)
-    classifier = EmotionClassifier.load(_saved(model, tmp_path / "reversed.keras"), crop="box", bf16=False)
+    loaded = EmotionModel.load(_saved(model, tmp_path / "reversed.keras"), bf16=False)
     crops = np.random.default_rng(1).integers(0, 255, (3, 48, 48), dtype=np.uint8)
-    np.testing.assert_allclose(classifier.predict(crops), _keras_probs(model, crops)[:, ::-1], atol=1e-6)
+    np.testing.assert_allclose(loaded.predict(crops), _keras_probs(model, crops)[:, ::-1], atol=1e-6)
 
 
 def test_model_with_other_classes_is_refused(tmp_path):
@@ -114,9 +115,9 @@ def test_bf16_inference_gives_the_float32_probabilities_within_a_hair(tiny_model
     from emotiontrack.runtime import cpu_has_bf16
 
     crops = np.random.default_rng(5).integers(0, 255, (32, 48, 48), dtype=np.uint8)
-    auto = EmotionClassifier.load(tiny_model)
+    auto = EmotionModel.load(tiny_model)
     assert auto.bf16 == cpu_has_bf16()
-    fp32 = EmotionClassifier.load(tiny_model, bf16=False).predict(crops)
-    bf16 = EmotionClassifier.load(tiny_model, bf16=True).predict(crops)
+    fp32 = EmotionModel.load(tiny_model, bf16=False).predict(crops)
+    bf16 = EmotionModel.load(tiny_model, bf16=True).predict(crops)
     assert np.abs(fp32 - bf16).max() < 0.03 and not np.array_equal(fp32, bf16)
     np.testing.assert_allclose(bf16.sum(axis=1), 1, atol=1e-5)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from emotiontrack.stages.detect import FaceDetector
+from emotiontrack.stages.detect import MTCNNDetector
 from emotiontrack.types import Frame
 
 # Where the astronaut's face is in data.astronaut() (512x512), by eye: x 170-260, y 50-160.
@@ -16,7 +16,7 @@ FACE = np.array([170, 50, 260, 160])
 
 @pytest.fixture(scope="module")
 def detector():
-    return FaceDetector(min_face=40, min_score=0.9, device="cpu")
+    return MTCNNDetector(min_face=40, min_score=0.9, device="cpu")
 
 
 def test_finds_the_astronaut_face(detector):
@@ -35,7 +35,7 @@ def test_boxes_are_in_source_pixels_at_any_detection_scale(detector):
     image = data.astronaut()
     big = np.kron(image, np.ones((2, 2, 1), np.uint8))  # 1024x1024: same face, twice the size
     small_box = detector.detect([Frame(0, 0.0, image)])[0].xyxy[0]
-    big_box = FaceDetector(min_face=100, device="cpu").detect([Frame(0, 0.0, big)])[0].xyxy[0]
+    big_box = MTCNNDetector(min_face=100, device="cpu").detect([Frame(0, 0.0, big)])[0].xyxy[0]
     np.testing.assert_allclose(big_box / 2, small_box, atol=8)
 
 
@@ -57,7 +57,7 @@ def test_no_face_gives_an_empty_record(detector):
 
 
 def test_min_score_filters(detector):
-    strict = FaceDetector(min_face=40, min_score=1.0, device="cpu")
+    strict = MTCNNDetector(min_face=40, min_score=1.0, device="cpu")
     assert len(strict.detect([Frame(0, 0.0, data.astronaut())])[0]) <= len(detector.detect([Frame(0, 0.0, data.astronaut())])[0])
 
 
@@ -84,6 +84,23 @@ def test_follow_refines_a_known_face_and_finds_none_where_there_is_none(detector
     assert (followed.landmarks[0, :, 0] > followed.xyxy[0, 0]).all() and (followed.landmarks[0, :, 0] < followed.xyxy[0, 2]).all()
     assert len(detector.follow(Frame(5, 2.5, image), np.array([[400.0, 380.0, 480.0, 470.0]]))) == 0
     assert len(detector.follow(Frame(5, 2.5, image), np.empty((0, 4)))) == 0
+
+
+def test_refined_landmarks_are_o_nets_at_full_resolution_on_the_final_box(detector):
+    """After a whole-frame look (on a shrunk frame), landmarks are measured again where following measures
+    them: O-Net on the full-resolution square around the box; more views average a little noise away."""
+    image = np.ascontiguousarray(np.kron(data.astronaut(), np.ones((2, 2, 1), np.uint8)))  # 1024 px: shrunk to look
+    frame = Frame(0, 0.0, image)
+    big = MTCNNDetector(min_face=160, min_score=0.9, device="cpu")
+    faces = big.detect([frame])[0]
+    assert len(faces) == 1
+    once = big.refine(frame, faces, 1)
+    np.testing.assert_array_equal(once.xyxy, faces.xyxy)  # boxes and scores stay
+    np.testing.assert_allclose(once.landmarks, big.follow(frame, faces.xyxy).landmarks, atol=1e-3)
+    averaged = big.refine(frame, faces, 5)
+    assert np.abs(averaged.landmarks - once.landmarks).max() < 0.05 * (faces.xyxy[0, 2] - faces.xyxy[0, 0])
+    assert np.abs(once.landmarks - faces.landmarks).max() > 0  # measured again, not copied
+    assert big.refine(frame, faces, 0) is faces
 
 
 def test_importing_the_detector_leaves_torch_dynamo_for_code_that_uses_it():

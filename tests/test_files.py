@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from emotiontrack.errors import OutputError
-from emotiontrack.outputs.files import atomic_file, make_private_dir, write_jpeg, write_text
+from emotiontrack.files import atomic_file, make_private_dir, write_jpeg, write_text
 
 
 def test_a_failed_write_leaves_neither_the_file_nor_its_temporary(tmp_path):

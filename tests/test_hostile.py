@@ -76,6 +76,41 @@ def test_an_unexpected_error_fails_its_input_alone_with_the_traceback_in_a_log(t
     assert not (out / "clip").exists() and not leftovers(out)
 
 
+@pytest.mark.parametrize("where", ["stitching", "writing"])
+def test_an_unexpected_error_in_a_stitched_result_fails_that_input_alone(tmp_path, models, two_face_clip, monkeypatch,
+                                                                         where):
+    """Segments analysed on Ray are stitched and published by the driver: a surprise there (in the stitching or
+    in writing) fails that input alone, as `analyze_input` does, instead of ending the whole run."""
+    import time
+
+    import emotiontrack.batch as batch
+    from emotiontrack.config import AnalyzeConfig
+    from emotiontrack.media.probe import probe
+    from emotiontrack.pipeline import analyze_video
+
+    path, _ = two_face_clip
+    config = AnalyzeConfig(device="cpu", video=False)
+    analysed = analyze_video(probe(path), config, models)
+
+    def stitched():
+        if where == "stitching":
+            raise ValueError("segments that do not line up")
+        return analysed
+
+    def broken_chart(*args, **kwargs):
+        raise RuntimeError("a plotting library's surprise")
+
+    monkeypatch.setattr(batch, "plot_timelines", broken_chart)
+    out = tmp_path / "out"
+    out.mkdir()  # the run's output folder (checked writable before any work)
+    outcome = batch.publish_result(path, out / "clip", stitched, config, models.classifier.model_sha256,
+                                   time.monotonic())
+    error = "ValueError: segments that do not line up" if where == "stitching" else "RuntimeError: a plotting"
+    assert not outcome.ok and f"unexpected error ({error}" in outcome.error and "\n" not in outcome.error
+    assert "Traceback" in (out / batch.ERROR_LOG).read_text()
+    assert not (out / "clip").exists() and not leftovers(out)
+
+
 def test_a_name_starting_with_a_dash_is_a_file_not_an_option(tmp_path, two_face_clip, tiny_model):
     path, _ = two_face_clip
     (tmp_path / "-dash.mp4").write_bytes(path.read_bytes())
@@ -357,15 +392,53 @@ def test_a_signal_while_starting_is_a_quiet_exit(tmp_path, two_face_clip, signal
     import signal
     import time
 
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     proc = subprocess.Popen([*cli_prefix(), "analyze", str(two_face_clip[0]), "-o", str(tmp_path / "out")],
-                            stderr=subprocess.PIPE, text=True,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(scratch)},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(delay_s)
     proc.send_signal(getattr(signal, signal_name))
     _, stderr = proc.communicate(timeout=60)
     status, word = (130, "interrupted") if signal_name == "SIGINT" else (143, "terminated")
     assert proc.returncode == status and "Traceback" not in stderr and word in stderr
-    assert not leftovers(tmp_path)
+    assert not leftovers(tmp_path) and not list(scratch.iterdir())
+
+
+def test_a_run_that_cannot_start_leaves_nothing_in_tmpdir(tmp_path, two_face_clip):
+    """The scratch folder (s3:// downloads and staging) is made only once the run writes: a bad model or an
+    unwritable output folder leaves nothing behind."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {"TMPDIR": str(scratch)}
+    bad_model = cli("analyze", two_face_clip[0], "-o", tmp_path / "out", "--model", "/nonexistent.keras", env=env)
+    assert bad_model.returncode == 1 and "not found" in bad_model.stderr
+    assert len(bad_model.stderr.strip().splitlines()) == 1
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    unwritable = cli("analyze", two_face_clip[0], "-o", blocker / "out", env=env)
+    assert unwritable.returncode == 1 and "cannot write to output folder" in unwritable.stderr
+    assert not list(scratch.iterdir())
+
+
+def test_a_run_started_with_ctrl_c_ignored_runs_through_it(tmp_path, two_face_clip, tiny_model):
+    """A shell script's background job ignores SIGINT: the run must too, while starting and while it writes."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*cli_prefix(), "analyze", str(two_face_clip[0]), "-o", str(out), "--model",
+                             str(tiny_model), "--fps", "0"], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)  # while starting
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".*.partial-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # while writing (or, on a fast machine, just after)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert (out / "two faces" / "timeline.parquet").is_file() and not leftovers(out)
 
 
 def test_an_animated_gif_is_a_video_and_an_anamorphic_video_keeps_its_aspect(tmp_path, ffmpeg, tiny_model):

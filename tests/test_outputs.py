@@ -182,3 +182,44 @@ def test_report_renders_in_a_headless_browser(run, tmp_path):
     image = cv2.imread(str(shot))
     assert image is not None
     assert (image.std(axis=2) > 30).mean() > 0.01  # coloured charts and crops were painted
+
+
+@pytest.mark.timeout(120)
+def test_aborting_the_video_while_ffmpeg_stalls_ends_the_drawing_thread_first(two_face_clip, tmp_path, monkeypatch):
+    """An encoder that stops reading (a stalled disk, a stopped process) blocks the drawing thread in a pipe
+    write: `abort` must end that thread (by killing ffmpeg) before it touches the encoder and the frames, and
+    must not hang."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from emotiontrack.media.probe import probe
+    from emotiontrack.outputs import video
+    from emotiontrack.types import Faces, Frame
+
+    monkeypatch.setattr(video, "ABORT_WAIT_S", 0.5)
+    info = probe(two_face_clip[0])
+    sink = video.AnnotatedVideo(tmp_path / "annotated.mp4", info, smooth_s=0.0, max_gap_s=0.1, sample_interval_s=0.04)
+    pixels = np.full((info.height, info.width, 3), 128, np.uint8)
+
+    def push(index: int) -> None:
+        sink.push(Frame(index, index / 25, pixels), Faces.empty(index, index / 25))
+
+    for index in range(10):  # frames drawn once the analysis is past them: the encoder starts
+        push(index)
+    deadline = time.monotonic() + 30
+    while sink._state._encoder is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    encoder = sink._state._encoder
+    assert encoder is not None
+    os.kill(encoder._proc.pid, signal.SIGSTOP)  # ffmpeg stops reading its pipe
+    for index in range(10, 40):
+        push(index)
+    time.sleep(1.0)  # the drawing thread is now blocked writing a frame
+    aborting = threading.Thread(target=sink.abort, daemon=True)
+    aborting.start()
+    aborting.join(30)
+    assert not aborting.is_alive(), "abort hung on the stalled encoder"
+    assert not sink._worker.is_alive()
+    assert encoder._proc.poll() is not None and not encoder.tmp.exists() and not (tmp_path / "annotated.mp4").exists()

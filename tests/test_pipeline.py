@@ -140,3 +140,16 @@ def test_jobs_analyse_inputs_side_by_side_with_the_same_results(two_face_clip, t
     first = pd.read_parquet(tmp_path / "out" / path.stem / "timeline.parquet")
     second = pd.read_parquet(tmp_path / "out" / "copy" / "timeline.parquet")
     pd.testing.assert_frame_equal(first.drop(columns="video"), second.drop(columns="video"))
+
+
+def test_loading_models_through_the_api_leaves_the_callers_garbage_collector_alone(tiny_model):
+    """The console script freezes what it loaded (runtime.loading); a program calling the API keeps its heap."""
+    import gc
+
+    from emotiontrack.config import AnalyzeConfig
+    from emotiontrack.pipeline import load_models
+
+    frozen, enabled = gc.get_freeze_count(), gc.isenabled()
+    models = load_models(AnalyzeConfig(model=tiny_model, device="cpu"))
+    assert models.classifier.model_sha256
+    assert gc.get_freeze_count() == frozen and gc.isenabled() == enabled

@@ -226,6 +226,21 @@ def test_an_address_where_no_ray_listens_fails_in_one_line(tmp_path, two_face_cl
     assert time.monotonic() - started < 60 and not (tmp_path / "out").exists()
 
 
+def test_a_local_ray_that_will_not_start_is_tried_twice_then_one_line_with_a_hint(tmp_path, two_face_clip, tiny_model):
+    """Ray's own start-up can time out on a busy machine: the start is tried once more, and a second failure
+    is one line that says how to start Ray once beside the runs. (Ray's session folder under a file makes
+    every start fail at once.)"""
+    blocker = tmp_path / "not a folder"
+    blocker.write_text("")
+    done = plain_cli("analyze", two_face_clip[0], "-o", tmp_path / "out", "--engine", "ray", "--model", tiny_model,
+                     env={**RAY_ENV, "RAY_TMPDIR": str(blocker)}, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "trying once more" in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "cannot start or join Ray (local)" in last and "ray start --head" in last and "--ray-address auto" in last
+    assert not leftovers(tmp_path)
+
+
 def test_ray_workers_publish_to_s3(tmp_path, batch, tiny_model, ray_address, s3_env):
     good = [batch[0], batch[2]]
     local = cli("analyze", *good, "-o", tmp_path / "local", "--model", tiny_model, "--no-video")

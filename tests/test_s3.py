@@ -56,3 +56,45 @@ def test_an_s3_input_is_downloaded_analysed_and_named_by_its_uri(tmp_path, two_f
     assert manifest["source"] == uri and manifest["source_size"] == two_face_clip[0].stat().st_size
     again = cli("analyze", uri, *args, env=s3_env)  # the identity is the object's, not the download's
     assert again.returncode == 0 and "already complete" in again.stderr
+
+
+def test_a_failed_overwrite_leaves_the_older_result_whole(tmp_path, two_face_clip, tiny_model, s3_env, monkeypatch):
+    """`--overwrite` to S3: until the new result is uploaded whole, the older one stays complete (as locally,
+    where it stays until the new folder is renamed into place)."""
+    import botocore.exceptions
+
+    from emotiontrack import s3
+    from emotiontrack.errors import OutputError
+
+    args = [two_face_clip[0], "--model", tiny_model, "--no-video"]
+    assert cli("analyze", *args, "-o", "s3://results/run4", env=s3_env).returncode == 0
+    client = s3_client(s3_env)
+    old = {key: client.get_object(Bucket="results", Key=f"run4/two faces/{key}")["Body"].read()
+           for key in ("manifest.json", "timeline.parquet")}
+    assert cli("analyze", *args, "--smooth", "0", "-o", tmp_path / "new", env=s3_env).returncode == 0
+    new = tmp_path / "new" / "two faces"
+
+    class DroppedConnection:
+        """The real client, except that uploading the timeline breaks off as a dropped connection does."""
+
+        def __getattr__(self, name):
+            return getattr(client, name)
+
+        def upload_file(self, filename, bucket, key, **kwargs):
+            if key.endswith("timeline.parquet"):
+                raise botocore.exceptions.EndpointConnectionError(endpoint_url=s3_env["AWS_ENDPOINT_URL_S3"])
+            return client.upload_file(filename, bucket, key, **kwargs)
+
+    prefix = s3.S3Prefix("results", "run4/two faces")
+    monkeypatch.setattr(s3, "_client", DroppedConnection)
+    with pytest.raises(OutputError, match="cannot upload to s3://results/run4/two faces"):
+        s3.upload_result(new, prefix)
+    for key, body in old.items():
+        assert client.get_object(Bucket="results", Key=f"run4/two faces/{key}")["Body"].read() == body
+    assert not [k for k in s3_keys(s3_env, "run4/") if ".partial-" in k]
+    monkeypatch.setattr(s3, "_client", lambda: client)
+    s3.upload_result(new, prefix)  # the connection is back: the new result replaces the old one
+    manifest = client.get_object(Bucket="results", Key="run4/two faces/manifest.json")["Body"].read()
+    assert manifest == (new / "manifest.json").read_bytes() != old["manifest.json"]
+    assert s3_parquet(s3_env, "run4/two faces/timeline.parquet").equals(pd.read_parquet(new / "timeline.parquet"))
+    assert not [k for k in s3_keys(s3_env, "run4/") if ".partial-" in k]

@@ -43,7 +43,7 @@ def test_trained_model_is_calibrated_and_readable_by_evaluate(tiny_model, tiny_d
 
 
 @pytest.fixture(scope="module")
-def learnable(tmp_path_factory) -> tuple[Path, Path]:
+def learnable(tmp_path_factory, landmark_detector) -> tuple[Path, Path]:
     """A dataset of one texture per class, and a model trained on it."""
     from emotiontrack.model.train import TrainConfig, train
 
@@ -51,7 +51,7 @@ def learnable(tmp_path_factory) -> tuple[Path, Path]:
     write_image_dataset(data / "train", per_class=60, seed=3)
     write_image_dataset(data / "validation", per_class=10, seed=4)
     out = data / "m.keras"
-    train(TrainConfig(data=data, output=out, epochs=8, batch_size=16, learning_rate=3e-3))
+    train(TrainConfig(data=data, output=out, epochs=8, batch_size=16, learning_rate=3e-3), landmark_detector)
     return data, out
 
 
@@ -65,10 +65,10 @@ def test_a_learnable_task_is_learned(learnable):
 def test_a_student_learns_its_teachers_answers_not_the_labels(learnable, tmp_path):
     import shutil
 
+    from emotiontrack.model.checkpoint import checkpoint_dir, load_checkpoint_config
     from emotiontrack.model.dataset import load_split
     from emotiontrack.model.distill import teacher_targets
     from emotiontrack.model.evaluate import evaluate
-    from emotiontrack.model.train import checkpoint_dir, load_checkpoint_config
 
     data, teacher = learnable
     wrong = tmp_path / "wrong"  # every training face filed under the next emotion's folder
@@ -92,8 +92,9 @@ def test_a_student_learns_its_teachers_answers_not_the_labels(learnable, tmp_pat
     assert missing.returncode == 1 and "--teacher: model not found" in missing.stderr
 
 
-def test_resume_continues_where_the_run_stopped(tiny_dataset, tmp_path):
-    from emotiontrack.model.train import TrainConfig, checkpoint_dir, train
+def test_resume_continues_where_the_run_stopped(tiny_dataset, tmp_path, landmark_detector):
+    from emotiontrack.model.checkpoint import checkpoint_dir
+    from emotiontrack.model.train import TrainConfig, train
 
     config = TrainConfig(data=tiny_dataset, output=tmp_path / "m.keras", epochs=2, batch_size=16)
 
@@ -101,13 +102,13 @@ def test_resume_continues_where_the_run_stopped(tiny_dataset, tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(config, on_epoch=stop_after_first_epoch)
+        train(config, landmark_detector, on_epoch=stop_after_first_epoch)
     state = json.loads((checkpoint_dir(config.output) / "state.json").read_text())
     assert state["epochs_done"] == 1 and not config.output.exists()
     import torch
 
     after_one = torch.load(checkpoint_dir(config.output) / "last.pt", weights_only=False)
-    summary = train(config, resume=True)
+    summary = train(config, landmark_detector, resume=True)
     assert [h["epoch"] for h in summary["history"]] == [1, 2]
     assert config.output.exists()
     state = torch.load(checkpoint_dir(config.output) / "last.pt", weights_only=False)
@@ -115,25 +116,26 @@ def test_resume_continues_where_the_run_stopped(tiny_dataset, tmp_path):
     assert state["epochs_done"] == 2 and momentum and all(m is not None for m in momentum)
     # The resumed run reproduces an uninterrupted one exactly (same batches, same dropout draws).
     straight = TrainConfig(data=tiny_dataset, output=tmp_path / "straight.keras", epochs=2, batch_size=16)
-    train(straight)
+    train(straight, landmark_detector)
     uninterrupted = torch.load(checkpoint_dir(straight.output) / "last.pt", weights_only=False)
     for name, value in state["model"].items():
         torch.testing.assert_close(value, uninterrupted["model"][name], msg=name)
     assert not torch.equal(after_one["model"]["head.5.weight"], state["model"]["head.5.weight"])
 
 
-def test_a_copied_checkpoint_resumes_under_its_new_name(tiny_dataset, tmp_path):
-    from emotiontrack.model.train import TrainConfig, checkpoint_dir, load_checkpoint_config, train
+def test_a_copied_checkpoint_resumes_under_its_new_name(tiny_dataset, tmp_path, landmark_detector):
+    from emotiontrack.model.checkpoint import checkpoint_dir, load_checkpoint_config
+    from emotiontrack.model.train import TrainConfig, train
 
     original = TrainConfig(data=tiny_dataset, output=tmp_path / "m.keras", epochs=1, batch_size=16)
-    train(original)
+    train(original, landmark_detector)
     original.output.unlink()
     copy = tmp_path / "copy.keras"
     shutil.copytree(checkpoint_dir(original.output), checkpoint_dir(copy))
     summary_before = (checkpoint_dir(original.output) / "summary.json").read_text()
     config = load_checkpoint_config(copy)
     assert config.output == copy
-    train(dataclasses.replace(config, flip_average=False), resume=True)  # after the last epoch: saves again
+    train(dataclasses.replace(config, flip_average=False), landmark_detector, resume=True)  # after the last epoch: saves again
     assert copy.exists() and not original.output.exists()
     assert (checkpoint_dir(original.output) / "summary.json").read_text() == summary_before
     assert not json.loads((checkpoint_dir(copy) / "summary.json").read_text())["config"]["flip_average"]
@@ -189,27 +191,29 @@ def test_model_predicts_the_same_on_tensorflow_and_torch(tiny_model, tmp_path):
 
 
 @needs_fer()
-def test_train_reads_the_fer2013_zip_directly(tmp_path):
+def test_train_reads_the_fer2013_zip_directly(tmp_path, landmark_detector):
     from emotiontrack.model.train import TrainConfig, train
 
-    summary = train(TrainConfig(data=FER_ZIP, output=tmp_path / "fer.keras", epochs=1, limit=256, batch_size=64))
+    config = TrainConfig(data=FER_ZIP, output=tmp_path / "fer.keras", epochs=1, limit=256, batch_size=64)
+    summary = train(config, landmark_detector)
     assert summary["train_size"] == 256 and summary["val_size"] == 3589
     assert Path(summary["model"]).is_file()
 
 
-def test_init_starts_from_an_earlier_checkpoint(tiny_model, tiny_dataset, tmp_path):
+def test_init_starts_from_an_earlier_checkpoint(tiny_model, tiny_dataset, tmp_path, landmark_detector):
     import shutil
 
     import torch
 
-    from emotiontrack.model.train import TrainConfig, checkpoint_dir, train
+    from emotiontrack.model.checkpoint import checkpoint_dir
+    from emotiontrack.model.train import TrainConfig, train
 
     checkpoint = tmp_path / "start.pt"
     shutil.copy(checkpoint_dir(tiny_model) / "last.pt", checkpoint)
     before = torch.load(checkpoint, weights_only=False)["model"]
     config = TrainConfig(data=tiny_dataset, output=tmp_path / "ft.keras", epochs=1, batch_size=16, init=checkpoint,
                          learning_rate=1e-6, block_dropout=0.3)  # another dropout, the same weights
-    summary = train(config)
+    summary = train(config, landmark_detector)
     state = torch.load(checkpoint_dir(tmp_path / "ft.keras") / "last.pt", weights_only=False)
     after = state["model"]
     assert state["architecture"]["block_dropout"] == 0.3 and summary["architecture"]["block_dropout"] == 0.3
@@ -217,7 +221,7 @@ def test_init_starts_from_an_earlier_checkpoint(tiny_model, tiny_dataset, tmp_pa
     # A tiny learning rate moves the weights only a little: training continued from them, not from scratch.
     assert max(float((before[k].float() - after[k].float()).abs().max()) for k in before if "weight" in k) < 0.01
     checkpoint.unlink()  # a resumed run needs its own checkpoint only (a fresh clone may lack the one it started from)
-    assert train(config, resume=True)["history"] == summary["history"]
+    assert train(config, landmark_detector, resume=True)["history"] == summary["history"]
     done = cli("train", tiny_dataset, "-o", tmp_path / "x.keras", "--init", tiny_model)
     assert done.returncode == 1 and "not a training checkpoint" in done.stderr
 
@@ -236,22 +240,23 @@ def test_evaluate_tta_averages_ten_views(tiny_model, tiny_dataset):
     assert report["nll"] != plain["nll"]  # other views, other probabilities
 
 
-def test_training_on_aligned_views_scores_validation_faces_cropped_the_same_way(tiny_dataset, tmp_path):
+def test_training_on_aligned_views_scores_validation_faces_cropped_the_same_way(tiny_dataset, tmp_path, landmark_detector):
     from emotiontrack.model.train import TrainConfig, train
 
     config = TrainConfig(data=tiny_dataset, output=tmp_path / "m.keras", epochs=1, batch_size=16, aligned_views=0.5)
-    summary = train(config, cache_dir=tmp_path / "cache")
+    summary = train(config, landmark_detector, cache_dir=tmp_path / "cache")
     assert 0 <= summary["history"][0]["val_aligned_accuracy"] <= 1
     assert len(list((tmp_path / "cache").glob("landmarks-*.npy"))) == 2  # training and validation faces
     # Textures have (next to) no landmarks: the model gets FER2013's geometry, as without aligned views.
     assert summary["geometry"]["fallback"] == "FER2013"
 
 
-def test_weight_averaging_saves_the_mean_of_the_last_epochs(tiny_dataset, tmp_path):
+def test_weight_averaging_saves_the_mean_of_the_last_epochs(tiny_dataset, tmp_path, landmark_detector):
     import torch
 
+    from emotiontrack.model.checkpoint import checkpoint_dir
     from emotiontrack.model.keras_model import load_model
-    from emotiontrack.model.train import TrainConfig, checkpoint_dir, train
+    from emotiontrack.model.train import TrainConfig, train
 
     config = TrainConfig(data=tiny_dataset, output=tmp_path / "swa.keras", epochs=3, swa_epochs=2, swa_lr=0.01,
                          batch_size=16)
@@ -263,8 +268,8 @@ def test_weight_averaging_saves_the_mean_of_the_last_epochs(tiny_dataset, tmp_pa
             raise KeyboardInterrupt  # stop once inside the averaged epochs, then resume
 
     with pytest.raises(KeyboardInterrupt):
-        train(config, on_epoch=keep_checkpoint)
-    summary = train(config, resume=True, on_epoch=keep_checkpoint)
+        train(config, landmark_detector, on_epoch=keep_checkpoint)
+    summary = train(config, landmark_detector, resume=True, on_epoch=keep_checkpoint)
     assert [round(h["lr"], 6) for h in summary["history"]] == [0.05, 0.01, 0.01]  # warm-up to the peak, then constant
     first, second, third = (c["model"]["features.0.weight"] for c in checkpoints)
     mean = (second + third) / 2  # the first epoch is not averaged
@@ -293,3 +298,22 @@ def test_learning_rate_warms_up_decays_and_holds_for_averaged_epochs():
     assert np.allclose(averaged[20:], 0.01)  # the averaged epochs hold the constant rate
     only_averaged = rates(swa_epochs=4)
     assert only_averaged[9] == pytest.approx(0.01) and np.allclose(only_averaged[9:], 0.01)
+
+
+def test_accuracy_and_macro_f1_come_with_bootstrap_intervals_that_narrow_with_more_faces():
+    from emotiontrack.model.evaluate import classification_report
+
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (200, 5000):
+        labels = rng.integers(0, 7, n)
+        probs = rng.random((n, 7))
+        probs[np.arange(n)[: int(0.7 * n)], labels[: int(0.7 * n)]] += 5  # ~70% right
+        report = classification_report(probs / probs.sum(axis=1, keepdims=True), labels, list(EMOTIONS))
+        for name in ("accuracy", "macro_f1"):
+            low, high = report[f"{name}_ci95"]
+            assert low < report[name] < high
+        widths.append(report["accuracy_ci95"][1] - report["accuracy_ci95"][0])
+    # a binomial proportion's interval: ~2 * 1.96 * sqrt(p (1 - p) / n)
+    assert widths[0] == pytest.approx(2 * 1.96 * np.sqrt(0.7 * 0.3 / 200), rel=0.3)
+    assert widths[1] < widths[0] / 3

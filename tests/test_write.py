@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -12,8 +13,9 @@ def classified(frame: int, t: float, n: int, seed: int = 0) -> Faces:
     rng = np.random.default_rng(seed)
     faces = Faces.from_boxes(frame, t, rng.uniform(0, 100, (n, 4)), rng.uniform(0.9, 1, n))
     probs = rng.dirichlet(np.ones(len(EMOTIONS)), n).astype(np.float32)
-    return Faces(faces.frame_index, faces.time_s, faces.xyxy, faces.score, faces.landmarks,
-                 np.arange(n, dtype=np.int64), probs, np.arange(n) % 2 == 0)
+    aligned = np.arange(n) % 2 == 0
+    return replace(faces, track_id=np.arange(n, dtype=np.int64), probs=probs, aligned=aligned,
+                   align_error=np.where(aligned, rng.uniform(0, 2, n), np.nan).astype(np.float32))
 
 
 def test_table_has_exactly_the_timeline_columns_and_one_row_per_face():
@@ -26,6 +28,9 @@ def test_table_has_exactly_the_timeline_columns_and_one_row_per_face():
     probs = frame[list(EMOTIONS)].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
     assert frame.emotion.tolist() == [EMOTIONS[i] for i in probs.argmax(axis=1)]
+    sides = np.maximum(frame.x2 - frame.x1, frame.y2 - frame.y1)
+    np.testing.assert_allclose(frame.face_px, sides, rtol=1e-6)
+    assert (frame.align_error.isna() == ~frame.aligned).all()  # NaN exactly for box crops
 
 
 def test_empty_timeline_is_still_a_valid_table():

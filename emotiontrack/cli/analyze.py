@@ -13,12 +13,12 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import Progress, TaskID
 
-from emotiontrack.cli.options import non_negative_float, positive_float, positive_int, probability
+from emotiontrack.cli.bars import InputBars, print_summary
+from emotiontrack.cli.options import non_negative_float, non_negative_int, positive_float, positive_int, probability
 from emotiontrack.cli.progress import progress_bars
 from emotiontrack.cli.signals import clean_up_on_signals
-from emotiontrack.config import RayOptions
+from emotiontrack.config import CROPS, AnalyzeConfig, RayOptions
 from emotiontrack.errors import Cancelled, UsageError
 
 log = logging.getLogger("emotiontrack")
@@ -26,7 +26,7 @@ EXIT_FAILED = 1
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from emotiontrack.config import CROPS, AnalyzeConfig
+    from emotiontrack.config import AnalyzeConfig
 
     d = AnalyzeConfig()
     p = sub.add_parser("analyze", help="analyse videos and image folders into per-face emotion timelines",
@@ -36,6 +36,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default="emotiontrack-results",
                    help="output folder, or an s3://bucket/prefix (staged on local disk, then uploaded; "
                         "endpoint and credentials as boto3 takes them) (default: %(default)s)")
+    _analysis_options(p.add_argument_group("analysis (recorded with each result: a change redoes it)"), d)
+    _output_options(p.add_argument_group("outputs"), d)
+    _machine_options(p.add_argument_group("models and machine"), d)
+    _cluster_options(p, d)
+
+
+def _analysis_options(p: argparse._ActionsContainer, d: AnalyzeConfig) -> None:
+    """Sampling, detection, tracking and cropping."""
     p.add_argument("--fps", type=non_negative_float, default=d.sample_fps, dest="sample_fps",
                    help="frames analysed per second of video; 0 analyses every frame (default: %(default)s)")
     p.add_argument("--min-face", type=positive_float, default=d.min_face,
@@ -48,17 +56,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(much cheaper). 0 looks at every analysed frame (default: %(default)s)")
     p.add_argument("--max-gap", type=non_negative_float, default=d.max_gap_s, dest="max_gap_s",
                    help="seconds a face may be out of sight and keep its id (default: %(default)s)")
+    p.add_argument("--landmark-views", type=non_negative_int, default=d.landmark_views, metavar="N",
+                   help="after a whole-frame look, measure each face's landmarks again at full resolution, averaged "
+                        "over N looks (0: keep the detector's) (default: %(default)s)")
     p.add_argument("--crop", choices=CROPS, default=d.crop,
                    help="aligned: map each face's eyes, nose and mouth corners onto where the model's training faces "
                         "have them; box: the square of the detector's box (default: %(default)s)")
     p.add_argument("--margin", type=non_negative_float, default=d.margin,
                    help="margin around each face box for box crops, as a fraction of its side (default: %(default)s)")
+
+
+def _output_options(p: argparse._ActionsContainer, d: AnalyzeConfig) -> None:
+    """Smoothing, the annotated video, re-runs."""
     p.add_argument("--smooth", type=non_negative_float, default=d.smooth_s, dest="smooth_s", metavar="SECONDS",
                    help="smooth each face's probabilities over this many seconds; 0 disables (default: %(default)s)")
     p.add_argument("--no-video", action="store_false", dest="video",
                    help="skip the annotated video (annotated stills for image folders)")
     p.add_argument("--overwrite", action="store_true",
                    help="redo inputs whose results are already complete (default: skip them)")
+
+
+def _machine_options(p: argparse._ActionsContainer, d: AnalyzeConfig) -> None:
+    """The model file, device, jobs and threads."""
     p.add_argument("--model", type=Path, default=d.model, help="Keras model file (default: the shipped model)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device,
                    help="where MTCNN and the CNN run; auto uses CUDA when torch sees a GPU (default: %(default)s)")
@@ -68,6 +87,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=d.threads,
                    help="CPU threads for MTCNN and the CNN; ffmpeg decodes and encodes in its own processes beside "
                         "them (default: %(default)s)")
+
+
+def _cluster_options(p: argparse.ArgumentParser, d: AnalyzeConfig) -> None:
+    """--engine ray and its settings."""
     r = RayOptions()
     cluster = p.add_argument_group("on a Ray cluster (pip install \"emotiontrack[ray]\")")
     cluster.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -92,49 +115,67 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Analyse every input; exit status 1 if any failed."""
-    from emotiontrack.config import AnalyzeConfig
     from emotiontrack.runtime import loading
 
     started = time.monotonic()
     if args.segment_s and (args.engine != "ray" or args.video):
         raise UsageError("--segment-s needs --engine ray and --no-video (segments are not drawn yet)")
     if args.engine == "ray" and args.ray_address:  # before anything is written (ray_session checks it too)
-        from emotiontrack.cluster.engine import check_reachable
+        from emotiontrack.cluster.session import check_reachable
 
         check_reachable(args.ray_address)
     config = AnalyzeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AnalyzeConfig)})
-    with loading():  # the same garbage-collection policy as the API's load_models (runtime.py)
-        from emotiontrack.batch import check_output_dir, write_run_summary
-        from emotiontrack.outputs.publish import output_dirs, sweep_leftovers
+    with loading():  # imports and models without garbage collection, frozen after (runtime.py): the CLI's alone
+        from emotiontrack.batch import write_run_summary
         from emotiontrack.pipeline import load_models
-        from emotiontrack.s3 import S3Prefix, check_writable, is_s3
+        from emotiontrack.s3 import S3Prefix, is_s3
 
         remote = S3Prefix.parse(args.output) if is_s3(args.output) else None
-        if remote is not None:
-            check_writable(remote)
-        # Local scratch: s3:// inputs are downloaded under inputs/, results for s3:// staged under results/
-        scratch = Path(tempfile.mkdtemp(prefix="emotiontrack-"))
-        out = scratch / "results" if remote else Path(args.output)
-        check_output_dir(out)  # before any model is loaded
-        for leftover in sweep_leftovers(out):
-            log.info("removed %s, left by an interrupted run", leftover)
+        _check_output(args.output, remote)  # before any model is loaded
         models = load_models(config) if args.engine == "local" else None  # Ray workers load their own
-    clean_up_on_signals()  # outputs are written from here on
+    clean_up_on_signals()  # outputs are written from here on: Ctrl-C and SIGTERM now unwind through `finally`
+    # Local scratch, made only now (a signal while starting exits at once, with nothing to remove):
+    # s3:// inputs are downloaded under inputs/, results for s3:// staged under results/.
+    scratch = Path(tempfile.mkdtemp(prefix="emotiontrack-"))
     try:
+        out = scratch / "results" if remote else Path(args.output)
         args.paths, sources = _inputs(_once_each(args.paths), scratch / "inputs")
-        dirs = output_dirs(args.paths, out, sources)
-        # Ray is started or joined before the bars are drawn: a bad address fails in one line, nothing else.
-        with _engine_session(args), progress_bars(console) as progress:
-            bars = _InputBars(progress, len(args.paths), sources)
-            if models is not None:
-                outcomes = _analyze_here(args, config, models, dirs, bars, remote, sources)
-            else:
-                outcomes = _analyze_on_ray(args, config, dirs, bars, remote, sources)
+        outcomes = _analyze_all(args, config, models, out, remote, sources, console)
         write_run_summary(out, outcomes, remote)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    _print_summary(console, outcomes, time.monotonic() - started, remote)
+    print_summary(console, outcomes, time.monotonic() - started, remote)
     return 0 if all(o.ok for o in outcomes) else EXIT_FAILED
+
+
+def _check_output(output: str, remote) -> None:
+    """The output can be written (a bucket, or a folder: swept of what an interrupted run left there)."""
+    from emotiontrack.batch import check_output_dir
+    from emotiontrack.outputs.publish import sweep_leftovers
+    from emotiontrack.s3 import check_writable
+
+    if remote is not None:
+        check_writable(remote)
+        return
+    check_output_dir(Path(output))
+    for leftover in sweep_leftovers(Path(output)):
+        log.info("removed %s, left by an interrupted run", leftover)
+
+
+def _analyze_all(args: argparse.Namespace, config, models, out: Path, remote, sources: dict[Path, str],
+                 console: Console) -> list:
+    """Every input, here or on Ray, with a progress bar each; their outcomes in input order."""
+    from emotiontrack.outputs.publish import output_dirs
+
+    if remote is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    dirs = output_dirs(args.paths, out, sources)
+    # Ray is started or joined before the bars are drawn: a bad address fails in one line, nothing else.
+    with _engine_session(args), progress_bars(console) as progress:
+        bars = InputBars(progress, len(args.paths), sources)
+        if models is not None:
+            return _analyze_here(args, config, models, dirs, bars, remote, sources)
+        return _analyze_on_ray(args, config, dirs, bars, remote, sources)
 
 
 def _inputs(texts: list[str], downloads: Path) -> tuple[list[Path], dict[Path, str]]:
@@ -153,37 +194,7 @@ def _inputs(texts: list[str], downloads: Path) -> tuple[list[Path], dict[Path, s
     return paths, sources
 
 
-class _InputBars:
-    """A progress bar per input (frames) beside the overall one (inputs)."""
-
-    def __init__(self, progress: Progress, inputs: int, sources: dict[Path, str]) -> None:
-        self.display, self.sources = progress, sources
-        self.tasks: dict[Path, TaskID] = {}
-        self.overall = progress.add_task("inputs", total=inputs)
-
-    def _task(self, path: Path):
-        if path not in self.tasks:
-            self.tasks[path] = self.display.add_task(_short(self.sources.get(path) or str(path)), total=None)
-        return self.tasks[path]
-
-    def started(self, path: Path, total: int | None) -> None:
-        self.display.update(self._task(path), total=total, completed=0)
-
-    def advance(self, path: Path, n: int) -> None:
-        self.display.advance(self._task(path), n)
-
-    def progress(self, path: Path, done: int, total: int | None) -> None:  # cluster/engine.py's RunEvents
-        self.display.update(self._task(path), total=total, completed=done)
-
-    def finished(self, path: Path, outcome) -> None:
-        task = self._task(path)
-        done = self.display.tasks[task].completed or 1
-        self.display.update(task, total=done, completed=done)
-        _say_outcome(self.display.console, outcome)
-        self.display.advance(self.overall)
-
-
-def _analyze_here(args: argparse.Namespace, config, models, dirs: dict, bars: _InputBars, remote, sources: dict) -> list:
+def _analyze_here(args: argparse.Namespace, config, models, dirs: dict, bars: InputBars, remote, sources: dict) -> list:
     """The local engine: the inputs one after another, or on --jobs threads sharing the models."""
     from emotiontrack.batch import analyze_input
     from emotiontrack.config import usable_cores
@@ -219,12 +230,12 @@ def _engine_session(args: argparse.Namespace) -> AbstractContextManager:
     """The Ray session for --engine ray (started or joined, shut down after); nothing for the local engine."""
     if args.engine != "ray":
         return nullcontext()
-    from emotiontrack.cluster.engine import ray_session
+    from emotiontrack.cluster.session import ray_session
 
     return ray_session(_ray_options(args))
 
 
-def _analyze_on_ray(args: argparse.Namespace, config, dirs: dict, bars: _InputBars, remote, sources: dict) -> list:
+def _analyze_on_ray(args: argparse.Namespace, config, dirs: dict, bars: InputBars, remote, sources: dict) -> list:
     from emotiontrack.cluster.engine import analyze_on_ray
 
     if args.jobs > 1:
@@ -259,30 +270,3 @@ def _once_each(paths: list[str]) -> list[str]:
     if len(unique) < len(paths):
         log.info("%d input(s) given more than once: each is analysed once", len(paths) - len(unique))
     return unique
-
-
-def _say_outcome(console: Console, outcome) -> None:
-    if not outcome.ok:
-        console.print(f"[red]failed:[/] {outcome.error}", highlight=False, soft_wrap=True)
-    elif outcome.skipped:
-        console.print(f"skipped {outcome.name}: already done with this model and settings (--overwrite redoes it)",
-                      highlight=False, soft_wrap=True)
-
-
-def _short(text: str, width: int = 40) -> str:
-    return text if len(text) <= width else "…" + text[-(width - 1):]
-
-
-def _print_summary(console: Console, outcomes: list, wall_s: float, remote) -> None:
-    done = [o for o in outcomes if o.ok]
-    failed = [o for o in outcomes if not o.ok]
-    skipped = sum(o.skipped for o in done)
-    console.print(
-        f"{len(done)} done{f' ({skipped} already complete)' if skipped else ''}, {len(failed)} failed; "
-        f"{sum(o.faces for o in done)} faces; "
-        f"{sum(o.video_s for o in done):.1f} s of video in {wall_s:.1f} s wall time", highlight=False, soft_wrap=True)
-    for o in done:
-        where = remote.child(o.out_dir.name) if remote else o.out_dir
-        console.print(f"  ok      {o.name} -> {where}", highlight=False, soft_wrap=True)
-    for o in failed:
-        console.print(f"  FAILED  {o.error}", highlight=False, soft_wrap=True)

@@ -50,8 +50,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
         return 0
     out = Console()
     out.print(f"{report['data']}: {report['n']} images, model {report['model']}")
-    out.print(f"accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}   ECE {report['ece']:.4f}   "
-              f"NLL {report['nll']:.4f}   {report['images_per_s']:.0f} images/s")
+    acc_lo, acc_hi = report["accuracy_ci95"]
+    f1_lo, f1_hi = report["macro_f1_ci95"]
+    out.print(f"accuracy {report['accuracy']:.4f} ({acc_lo:.3f}-{acc_hi:.3f})   macro-F1 {report['macro_f1']:.4f} "
+              f"({f1_lo:.3f}-{f1_hi:.3f})   ECE {report['ece']:.4f}   NLL {report['nll']:.4f}   "
+              f"{report['images_per_s']:.0f} images/s   (95% bootstrap intervals over images)")
     table = Table("class", "precision", "recall", "F1", "support")
     for name, scores in report["per_class"].items():
         table.add_row(name, f"{scores['precision']:.3f}", f"{scores['recall']:.3f}", f"{scores['f1']:.3f}", str(scores["support"]))

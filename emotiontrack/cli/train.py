@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import TextColumn
@@ -13,9 +14,12 @@ from emotiontrack.cli.options import non_negative_float, non_negative_int, posit
 from emotiontrack.cli.progress import progress_bars
 from emotiontrack.cli.signals import clean_up_on_signals
 
+if TYPE_CHECKING:
+    from emotiontrack.model.settings import TrainConfig
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from emotiontrack.model.settings import ARCHITECTURES, LANDMARK_CACHE, OPTIMIZERS, TrainConfig
+    from emotiontrack.model.settings import ARCHITECTURES, TrainConfig
 
     d = TrainConfig(data=Path())
     p = sub.add_parser("train", help="train the emotion CNN on a folder-per-emotion dataset",
@@ -31,6 +35,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--block-dropout", type=probability, default=d.block_dropout,
                    help="dropout after each block's pooling (default: the architecture's own, 0.1 for vgg-l and "
                         "vgg-m, 0.25 for vgg-s)")
+    _recipe_options(p.add_argument_group("recipe"), d)
+    _data_options(p.add_argument_group("data and framing"), d)
+    _start_options(p.add_argument_group("starting point, teachers and the saved model"), d)
+
+
+def _recipe_options(p: argparse._ActionsContainer, d: TrainConfig) -> None:
+    """Epochs, optimiser, schedule, regularisation."""
+    from emotiontrack.model.settings import OPTIMIZERS
+
     p.add_argument("--epochs", type=positive_int, default=d.epochs, help="epochs to train (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="images per step (default: %(default)s)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
@@ -52,13 +65,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--swa-lr", type=positive_float, default=d.swa_lr,
                    help="the constant learning rate of the averaged epochs; the cosine decays to it "
                         "(default: %(default)s)")
+
+
+def _data_options(p: argparse._ActionsContainer, d: TrainConfig) -> None:
+    """Aligned views, the landmark cache, seed and subset."""
+    from emotiontrack.model.settings import LANDMARK_CACHE
+
     p.add_argument("--aligned-views", type=probability, default=d.aligned_views,
                    help="share of training faces shown as analyze crops them from video, aligned on their own "
                         "landmarks (found once with MTCNN, ~20 min for FER2013, then cached) (default: %(default)s)")
+    p.add_argument("--scene-views", type=probability, default=d.scene_views,
+                   help="share of the aligned views in which the face belongs to a scene: pasted through a soft "
+                        "ellipse onto a photograph, then degraded as video degrades it (default: %(default)s)")
     p.add_argument("--cache-dir", type=Path, default=LANDMARK_CACHE,
                    help="where the training faces' landmarks are cached (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed for init, shuffling, augmentation (default: %(default)s)")
     p.add_argument("--limit", type=positive_int, help="train on at most this many images (quick trials)")
+
+
+def _start_options(p: argparse._ActionsContainer, d: TrainConfig) -> None:
+    """Initial weights, distillation, the mirror image, precision, resuming."""
     p.add_argument("--init", type=Path, metavar="CHECKPOINT",
                    help="start from the weights of an earlier run's OUTPUT.ckpt/last.pt (fine-tuning, a second "
                         "learning-rate cycle) instead of random weights")
@@ -78,7 +104,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from emotiontrack.model.train import TrainConfig, load_checkpoint_config, train
+    from emotiontrack.model.checkpoint import load_checkpoint_config
+    from emotiontrack.model.train import TrainConfig, train
+    from emotiontrack.stages.detect import LANDMARK_MIN_FACE, MTCNNDetector
 
     clean_up_on_signals()  # checkpoints are written from here on
     if args.resume:
@@ -103,6 +131,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 soft_wrap=True)
             progress.update(task, description=f"epoch {epoch + 2}", completed=0)
 
-        summary = train(config, resume=args.resume, on_batch=on_batch, on_epoch=on_epoch, cache_dir=args.cache_dir)
+        summary = train(config, MTCNNDetector(min_face=LANDMARK_MIN_FACE), resume=args.resume, on_batch=on_batch, on_epoch=on_epoch, cache_dir=args.cache_dir)
     console.print(f"wrote {summary['model']} (temperature {summary['temperature']:.3f})", soft_wrap=True)
     return 0

@@ -12,21 +12,18 @@ they are killed.
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from emotiontrack.batch import Outcome, already_done, publish_result
 from emotiontrack.cluster.segments import Segment, overlap_s, plan_segments, stitch
-from emotiontrack.config import AnalyzeConfig, RayOptions, usable_cores
+from emotiontrack.cluster.session import DeferredSignals
+from emotiontrack.config import AnalyzeConfig, RayOptions
 from emotiontrack.errors import EmotionTrackError
 from emotiontrack.media.probe import probe
 from emotiontrack.outputs.publish import source_identity, sweep_leftovers
@@ -46,62 +43,6 @@ class RunEvents(Protocol):
     def progress(self, path: Path, done: int, total: int | None) -> None: ...
 
     def finished(self, path: Path, outcome: Outcome) -> None: ...
-
-
-@contextmanager
-def ray_session(options: RayOptions) -> Iterator[None]:
-    """Ray started on this machine's cores (no address) or joined ("auto", "ray://host:port"), shut down after.
-    `ray.init` installs its own SIGTERM handler: the caller's handlers are put back."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    try:
-        import ray
-    except ImportError:
-        raise EmotionTrackError('--engine ray needs Ray: pip install "emotiontrack[ray]"') from None
-    if options.address is not None:
-        check_reachable(options.address)
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    # The workers reach s3:// with the driver's S3 settings (endpoint, credentials), as a local run would.
-    runtime_env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("AWS_")}}
-    try:
-        if options.address is None:
-            ray.init(address="local", num_cpus=usable_cores(), include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.ERROR, runtime_env=runtime_env)
-        else:
-            ray.init(address=options.address, log_to_driver=False, logging_level=logging.ERROR, runtime_env=runtime_env)
-    except Exception as exc:  # ConnectionError, AuthenticationError, ValueError...: one line for each
-        ray.shutdown()
-        raise EmotionTrackError(f"cannot start or join Ray ({options.address or 'local'}): "
-                                f"{next(iter(str(exc).splitlines()), exc)}") from None
-    except BaseException:  # interrupted while starting: stop what was started
-        ray.shutdown()
-        raise
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-CONNECT_TIMEOUT_S = 5.0
-
-
-def check_reachable(address: str) -> None:
-    """Fail in one line when nothing listens at a "host:port" or "ray://host:port" address: `ray.init` would
-    retry the connection for minutes instead. ("auto" is resolved by Ray from this machine's session files.)"""
-    hostport = address.removeprefix("ray://")
-    if address == "auto" or ":" not in hostport:
-        return
-    host, _, port = hostport.rpartition(":")
-    if not port.isdigit():
-        raise EmotionTrackError(f"--ray-address {address}: expected host:port, ray://host:port or auto")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or exc.__class__.__name__
-        raise EmotionTrackError(f"cannot join Ray at {address}: {reason.lower()}") from None
 
 
 def worker_count(options: RayOptions, jobs: int | None, cluster_cpus: float) -> int:
@@ -139,7 +80,7 @@ def analyze_on_ray(paths: Sequence[Path], dirs: dict[Path, Path], config: Analyz
                                                       max_restarts=RETRIES, max_task_retries=RETRIES)
     workers = [worker_class.remote(config, control_name) for _ in range(count)]
     log.debug("%d Ray workers, %.2f CPUs and %.2f GPUs each", count, options.cpus_per_worker, gpus)
-    with _DeferredSignals() as signals:
+    with DeferredSignals() as signals:
         try:
             model_sha256 = _wait_until_ready(ray, workers, signals)
             feeder = _Feeder(ray, paths, dirs, config, model_sha256, events, overwrite, remote, sources or {})
@@ -153,37 +94,7 @@ def analyze_on_ray(paths: Sequence[Path], dirs: dict[Path, Path], config: Analyz
                 log.debug("removed %s, left by a lost worker", leftover)
 
 
-class _DeferredSignals:
-    """An exception raised by a signal handler while Ray's core waits becomes a SystemError with a traceback.
-    While the driver talks to Ray, SIGINT and SIGTERM are only recorded; `check()`, between Ray calls, runs
-    the handler the caller had installed (which raises KeyboardInterrupt or its own exception)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __enter__(self) -> _DeferredSignals:
-        self.pending: int | None = None
-        self.saved: dict[int, Any] = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
-        for sig in self.SIGNALS:
-            signal.signal(sig, self._record)
-        return self
-
-    def _record(self, signum, frame) -> None:
-        self.pending = signum
-
-    def check(self) -> None:
-        if self.pending is not None:
-            signum, self.pending = self.pending, None
-            handler = self.saved[signum]
-            if callable(handler):
-                handler(signum, None)
-            raise KeyboardInterrupt()
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
-
-
-def _wait_until_ready(ray, workers: list, signals: _DeferredSignals) -> str:
+def _wait_until_ready(ray, workers: list, signals: DeferredSignals) -> str:
     """The model's SHA-256, once every worker has loaded the models."""
     calls = [w.ready.remote() for w in workers]
     while len(ray.wait(calls, num_returns=len(calls), timeout=POLL_S)[0]) < len(calls):
@@ -241,7 +152,7 @@ class _Feeder:
         self.segments[path], self.parts[path] = segments, {}
         return [_Job(f"{key}.{k}", path, segment) for k, segment in enumerate(segments)]
 
-    def run(self, workers: list, control, signals: _DeferredSignals) -> list[Outcome]:
+    def run(self, workers: list, control, signals: DeferredSignals) -> list[Outcome]:
         free = list(workers)
         in_flight: dict = {}  # call -> (job, worker)
         while self.jobs or in_flight:
@@ -305,6 +216,11 @@ class _Feeder:
         return True
 
     def _stitched(self, path: Path) -> Outcome:
+        """The segments' faces stitched into one result and published (`publish_result` guards both)."""
+        return publish_result(path, self.dirs[path], lambda: self._stitch(path), self.config, self.model_sha256,
+                              self.started[path], self._remote(path))
+
+    def _stitch(self, path: Path) -> VideoResult:
         segments = self.segments[path]
         results = [self.parts[path][segment] for segment in segments]
         info = results[0].info
@@ -315,8 +231,7 @@ class _Feeder:
         for part in results:
             for stage, seconds in part.times.items():
                 result.times[stage] = result.times.get(stage, 0.0) + seconds
-        return publish_result(path, self.dirs[path], result, self.config, self.model_sha256, self.started[path],
-                              self._remote(path))
+        return result
 
     def _remote(self, path: Path) -> S3Prefix | None:
         return self.remote.child(self.dirs[path].name) if self.remote else None

@@ -23,6 +23,7 @@ from emotiontrack.config import AnalyzeConfig
 from emotiontrack.errors import Cancelled
 from emotiontrack.media.probe import probe
 from emotiontrack.pipeline import analyze_video, load_models
+from emotiontrack.runtime import loading
 from emotiontrack.s3 import S3Prefix
 from emotiontrack.types import VideoInfo, VideoResult
 
@@ -87,7 +88,8 @@ class AnalysisWorker:
 
     def __init__(self, config: AnalyzeConfig, control_name: str) -> None:
         self.config, self.control = config, ray.get_actor(control_name)
-        self.models = load_models(config)
+        with loading():  # the actor's process is ours: the console script's start-up policy (runtime.py)
+            self.models = load_models(config)
 
     def ready(self) -> str:
         """The emotion model's SHA-256, once the models are loaded."""

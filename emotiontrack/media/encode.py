@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from emotiontrack.errors import OutputError
+from emotiontrack.files import temporary_path
 from emotiontrack.media.tools import (
     INPUT,
     OUTPUT,
@@ -28,7 +29,6 @@ from emotiontrack.media.tools import (
     start,
     stop_process,
 )
-from emotiontrack.outputs.files import temporary_path
 from emotiontrack.types import VideoInfo
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,10 @@ class VideoEncoder:
             self.tmp.unlink(missing_ok=True)
             raise OutputError(f"{self.label}: ffmpeg could not encode it ({self._stderr.last_error()})")
         os.replace(self.tmp, self.path)
+
+    def kill(self) -> None:
+        """Kill ffmpeg without touching its pipes: safe while another thread is blocked writing to it."""
+        self._proc.kill()
 
     def abort(self) -> None:
         stop_process(self._proc)

@@ -11,11 +11,12 @@ from numpy.typing import NDArray
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
+from emotiontrack.files import atomic_file
+from emotiontrack.geometry.align import FER2013_GEOMETRY, MIN_FACES_MEASURED, Geometry, find_landmarks, geometry_of
 from emotiontrack.model.dataset import Split
 from emotiontrack.model.evaluate import classification_report
+from emotiontrack.model.landmarks import LandmarkDetector
 from emotiontrack.model.network import TrainingNet, predict_logits
-from emotiontrack.outputs.files import atomic_file
-from emotiontrack.stages.align import FER2013_GEOMETRY, MIN_FACES_MEASURED, Geometry, find_landmarks, geometry_of
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,9 @@ def fit_temperature(logits: NDArray[np.float32], labels: NDArray[np.int64]) -> f
 GEOMETRY_SAMPLE = 1000  # training faces on which the canonical landmark positions are measured
 
 
-def training_geometry(train_split: Split, seed: int = 0) -> tuple[Geometry, dict[str, Any]]:
-    """Where MTCNN puts the landmarks of the training faces (align.find_landmarks, on a sample)."""
-    from emotiontrack.stages.detect import FaceDetector
-
+def training_geometry(train_split: Split, detector: LandmarkDetector, seed: int = 0) -> tuple[Geometry, dict[str, Any]]:
+    """Where the detector puts the landmarks of the training faces (align.find_landmarks, on a sample)."""
     picks = np.random.default_rng(seed).permutation(len(train_split))[:GEOMETRY_SAMPLE]
-    detector = FaceDetector(min_face=20)  # the faces are enlarged to 4x48 px: no downscaling
     return measured_geometry(find_landmarks(train_split.images[np.sort(picks)], detector.central_landmarks))
 
 

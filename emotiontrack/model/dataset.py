@@ -18,8 +18,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from emotiontrack.errors import InputError
+from emotiontrack.media.stills import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm"}
 TRAIN_NAMES = ("train", "training")
 VAL_NAMES = ("validation", "val", "publictest", "test")
 

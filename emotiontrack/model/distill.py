@@ -17,8 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from emotiontrack.errors import EmotionTrackError
+from emotiontrack.files import atomic_file
 from emotiontrack.model.dataset import Split
-from emotiontrack.outputs.files import atomic_file
 from emotiontrack.types import EMOTIONS
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,9 @@ def teacher_targets(teachers: Sequence[Path], split: Split, folder: Path) -> NDA
 
 def _probabilities(path: Path, split: Split) -> NDArray[np.float32]:
     from emotiontrack.model.evaluate import predict_in_batches
-    from emotiontrack.stages.classify import EmotionClassifier
+    from emotiontrack.model.predictor import EmotionModel
 
     log.info("teacher %s: scoring %d training faces", path, len(split))
-    classifier = EmotionClassifier.load(path, crop="box")  # dataset images are face crops already
-    probs = predict_in_batches(classifier, split.images)[:, [EMOTIONS.index(name) for name in split.classes]]
+    model = EmotionModel.load(path)  # dataset images are face crops already
+    probs = predict_in_batches(model, split.images)[:, [EMOTIONS.index(name) for name in split.classes]]
     return probs / probs.sum(axis=1, keepdims=True)  # a split with fewer classes than the teachers know

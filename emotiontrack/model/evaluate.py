@@ -12,10 +12,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from emotiontrack.model.dataset import load_split
-from emotiontrack.stages.classify import EmotionClassifier
+from emotiontrack.model.predictor import EmotionModel
 from emotiontrack.types import EMOTIONS
 
 ECE_BINS = 15
+BOOTSTRAP_RESAMPLES = 1000  # for the 95% intervals of accuracy and macro-F1
 
 
 def expected_calibration_error(probs: NDArray, labels: NDArray, bins: int = ECE_BINS) -> float:
@@ -45,14 +46,40 @@ def reliability(probs: NDArray, labels: NDArray, bins: int = ECE_BINS) -> list[d
     ]
 
 
-def classification_report(probs: NDArray, labels: NDArray, classes: list[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1 (over classes present in the labels), per-class scores, confusion, ECE, NLL."""
-    n_classes = len(classes)
-    predicted = probs.argmax(axis=1)
+def _confusion(labels: NDArray, predicted: NDArray, n_classes: int) -> NDArray[np.int64]:
     confusion = np.zeros((n_classes, n_classes), np.int64)
     np.add.at(confusion, (labels, predicted), 1)
+    return confusion
+
+
+def _macro_f1(confusion: NDArray) -> NDArray[np.float64]:
+    """Macro-F1 over the classes present in the labels, for confusions (..., k, k)."""
+    tp = np.diagonal(confusion, axis1=-2, axis2=-1).astype(np.float64)
+    support, predicted = confusion.sum(axis=-1), confusion.sum(axis=-2)
+    f1 = np.divide(2 * tp, support + predicted, out=np.zeros_like(tp), where=(support + predicted) > 0)
+    present = support > 0
+    return (f1 * present).sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
+
+
+def bootstrap_intervals(labels: NDArray, predicted: NDArray, n_classes: int, resamples: int = BOOTSTRAP_RESAMPLES,
+                        seed: int = 0) -> dict[str, list[float]]:
+    """95% percentile-bootstrap intervals over faces of accuracy and macro-F1 (faces drawn with replacement)."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(labels), (resamples, len(labels)))
+    cells = labels[picks] * n_classes + predicted[picks] + (np.arange(resamples) * n_classes**2)[:, None]
+    confusions = np.bincount(cells.ravel(), minlength=resamples * n_classes**2).reshape(resamples, n_classes, n_classes)
+    accuracy = np.diagonal(confusions, axis1=1, axis2=2).sum(axis=1) / len(labels)
+    return {name: [round(float(v), 4) for v in np.percentile(values, [2.5, 97.5])]
+            for name, values in (("accuracy_ci95", accuracy), ("macro_f1_ci95", _macro_f1(confusions)))}
+
+
+def classification_report(probs: NDArray, labels: NDArray, classes: list[str]) -> dict[str, Any]:
+    """Accuracy and macro-F1 (over classes present in the labels) with their bootstrap intervals, per-class
+    scores, confusion, ECE, NLL."""
+    n_classes = len(classes)
+    predicted = probs.argmax(axis=1)
+    confusion = _confusion(labels, predicted, n_classes)
     per_class = {}
-    f1s = []
     for k, name in enumerate(classes):
         tp = confusion[k, k]
         support = int(confusion[k].sum())
@@ -60,13 +87,12 @@ def classification_report(probs: NDArray, labels: NDArray, classes: list[str]) -
         recall = tp / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_class[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": support}
-        if support:
-            f1s.append(f1)
     nll = -np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)))
     return {
         "n": int(len(labels)),
         "accuracy": float((predicted == labels).mean()),
-        "macro_f1": float(np.mean(f1s)),
+        "macro_f1": float(_macro_f1(confusion)),
+        **(bootstrap_intervals(labels, predicted, n_classes) if len(labels) else {}),
         "per_class": per_class,
         "classes": classes,
         "confusion": confusion.tolist(),
@@ -76,12 +102,12 @@ def classification_report(probs: NDArray, labels: NDArray, classes: list[str]) -
     }
 
 
-def predict_in_batches(classifier: EmotionClassifier, images: NDArray[np.uint8], batch_size: int = 256,
+def predict_in_batches(model: EmotionModel, images: NDArray[np.uint8], batch_size: int = 256,
                        on_batch: Callable[[int], None] | None = None) -> NDArray[np.float32]:
     """Probabilities (n, 7) in EMOTIONS order, computed exactly as `analyze` computes them."""
     out = []
     for start in range(0, len(images), batch_size):
-        out.append(classifier.predict(images[start : start + batch_size]))
+        out.append(model.predict(images[start : start + batch_size]))
         if on_batch:
             on_batch(len(out[-1]))
     return np.concatenate(out) if out else np.empty((0, len(EMOTIONS)), np.float32)
@@ -108,20 +134,20 @@ def evaluate(data: Path, model_path: Path, on_batch: Callable[[int], None] | Non
              tta: bool = False) -> dict[str, Any]:
     """Score the model on a split; with `tta`, probabilities averaged over TTA_OFFSETS views (for reports:
     `analyze` classifies each face once)."""
-    classifier = EmotionClassifier.load(model_path, crop="box")  # dataset images are face crops already
+    model = EmotionModel.load(model_path)  # dataset images are face crops already
     labels = list(EMOTIONS)
     split = load_split(data, EMOTIONS, require_all=False, split=split_name)
     views = TTA_OFFSETS if tta else TTA_OFFSETS[:1]
     if on_loaded:
         on_loaded(len(split) * len(views))
     started = time.perf_counter()
-    probs = np.mean([predict_in_batches(classifier, shifted(split.images, dx, dy), on_batch=on_batch)
+    probs = np.mean([predict_in_batches(model, shifted(split.images, dx, dy), on_batch=on_batch)
                      for dx, dy in views], axis=0)
     seconds = time.perf_counter() - started
     report = classification_report(probs, split.labels, labels)
     report.update({"data": split.source, "model": str(model_path), "images_per_s": len(split) / seconds,
-                   "temperature": classifier.net.temperature, "backend": "torch",
-                   "tta_views": len(views) * (2 if classifier.net.flip_average else 1)})
+                   "temperature": model.net.temperature, "backend": "torch",
+                   "tta_views": len(views) * (2 if model.net.flip_average else 1)})
     return report
 
 

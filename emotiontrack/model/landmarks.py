@@ -10,19 +10,28 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
+from emotiontrack.files import atomic_file
+from emotiontrack.geometry.align import MEASURE_BORDER, MEASURE_UPSCALE, find_landmarks
 from emotiontrack.model.dataset import Split
-from emotiontrack.outputs.files import atomic_file
-from emotiontrack.stages.align import MEASURE_BORDER, MEASURE_UPSCALE, find_landmarks
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when the way landmarks are found changes
+
+
+class LandmarkDetector(Protocol):
+    """Finds the five landmarks of the face near the middle of each image (`stages.detect.MTCNNDetector` with
+    min_face=20: the faces are enlarged to 4x48 px). Passed in by the caller, so that training needs no
+    import of the analysis stages."""
+
+    def central_landmarks(self, images: Sequence[NDArray[np.uint8]]) -> list[NDArray | None]: ...
 
 
 def cache_path(split: Split, cache_dir: Path) -> Path:
@@ -31,7 +40,7 @@ def cache_path(split: Split, cache_dir: Path) -> Path:
     return cache_dir / f"landmarks-{len(split)}-{digest.hexdigest()[:16]}.npy"
 
 
-def split_landmarks(split: Split, cache_dir: Path,
+def split_landmarks(split: Split, cache_dir: Path, detector: LandmarkDetector,
                     on_progress: Callable[[int, int], None] | None = None) -> NDArray[np.float32]:
     """Landmarks (n, 5, 2) of the split's faces in their 48x48 frames, NaN where MTCNN finds no face."""
     path = cache_path(split, cache_dir)
@@ -40,10 +49,7 @@ def split_landmarks(split: Split, cache_dir: Path,
         if landmarks.shape == (len(split), 5, 2):
             return landmarks
         log.warning("%s does not match the split: finding the landmarks again", path)
-    from emotiontrack.stages.detect import FaceDetector
-
     log.info("finding the landmarks of %d faces (once; cached in %s)", len(split), path)
-    detector = FaceDetector(min_face=20)  # the faces are enlarged to 4x48 px: no downscaling
     progress = (lambda done: on_progress(done, len(split))) if on_progress else None
     landmarks = find_landmarks(split.images, detector.central_landmarks, on_batch=progress)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -79,6 +79,9 @@ class TrainConfig:
     # Share of training faces shown as `analyze` crops them from video (aligned on their own MTCNN landmarks,
     # augment.AlignedViews); 0 shows every face as the dataset frames it.
     aligned_views: float = 0.0
+    # Share of those aligned views in which the face belongs to a scene (model/scenes.py: pasted through a
+    # soft ellipse onto a photograph, degraded as video degrades it) instead of a border fill.
+    scene_views: float = 0.0
     limit: int | None = None  # use at most this many training images (quick runs and tests)
     # The saved model averages the logits of each face and its mirror image (twice the inference cost).
     flip_average: bool = True

@@ -1,6 +1,6 @@
 """Train the emotion CNN on a folder-per-emotion dataset, with checkpoints, resume and calibration.
 
-`train(config)` fits `network.TrainingNet` (torch modules, bf16 autocast and channels-last on CPU, so
+`train(config, detector)` fits `network.TrainingNet` (torch modules, bf16 autocast and channels-last on CPU, so
 that bf16 units run the convolutions) with SGD + Nesterov momentum or AdamW on label-smoothed, optionally
 class-weighted cross-entropy, under a warm-up + cosine learning-rate schedule. Every batch is augmented
 (flip, small affine, brightness/contrast, erasing; optionally mixup). After every epoch it scores the
@@ -14,7 +14,6 @@ and the network saved is the average of their weights (torch's `swa_utils`). At 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -29,22 +28,19 @@ from scipy.special import softmax
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from emotiontrack.errors import EmotionTrackError
-from emotiontrack.model.augment import AlignedViews, aligned_views, batches, class_weights
+from emotiontrack.geometry.align import Geometry, similarity
+from emotiontrack.model.augment import AlignedViews, aligned_views, batches, class_weights, scene_views
 from emotiontrack.model.calibrate import calibrate_and_save, measured_geometry, training_geometry
+from emotiontrack.model.checkpoint import checkpoint_dir, load_checkpoint, restore, save_checkpoint, write_json_atomic
 from emotiontrack.model.dataset import Split, load_train_val
 from emotiontrack.model.distill import teacher_targets
 from emotiontrack.model.evaluate import classification_report
+from emotiontrack.model.landmarks import LandmarkDetector, split_landmarks
 from emotiontrack.model.network import TrainingNet, as_batch, predict_logits
 from emotiontrack.model.settings import LANDMARK_CACHE, OPTIMIZERS, Architecture, TrainConfig
-from emotiontrack.outputs.files import atomic_file, write_text
 from emotiontrack.runtime import cpu_has_bf16
-from emotiontrack.stages.align import Geometry, similarity
 
 log = logging.getLogger(__name__)
-
-def checkpoint_dir(output: Path) -> Path:
-    return output.with_name(output.name + ".ckpt")
-
 
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """Linear warm-up to the peak, cosine decay to the floor (zero, or `swa_lr` when the last epochs average
@@ -109,15 +105,15 @@ class _Step:
 
 
 def _validate(net: TrainingNet, val_split: Split, config: TrainConfig,
-              val_aligned: NDArray[np.uint8] | None = None) -> dict[str, float]:
-    """Validation scores; with `val_aligned` (the validation faces cropped as analyze crops them), its
-    accuracy too."""
+              views: dict[str, NDArray[np.uint8]] | None = None) -> dict[str, float]:
+    """Validation scores; and for each of `views` (the validation faces framed otherwise: "aligned" as analyze
+    crops them, "scene" in a held-out scene), `val_<name>_accuracy`."""
     logits = predict_logits(net, val_split.images, config.flip_average, config.bf16)
     report = classification_report(softmax(logits, axis=1), val_split.labels, list(val_split.classes))
     scores = {"val_loss": report["nll"], "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"]}
-    if val_aligned is not None:
-        logits = predict_logits(net, val_aligned, config.flip_average, config.bf16)
-        scores["val_aligned_accuracy"] = float((logits.argmax(1) == val_split.labels).mean())
+    for name, images in (views or {}).items():
+        logits = predict_logits(net, images, config.flip_average, config.bf16)
+        scores[f"val_{name}_accuracy"] = float((logits.argmax(1) == val_split.labels).mean())
     return scores
 
 
@@ -139,66 +135,36 @@ class _Framing:
     geometry: Geometry | None
     stats: dict[str, Any]
     views: AlignedViews | None = None
-    val_aligned: NDArray[np.uint8] | None = None
+    val_views: dict[str, NDArray[np.uint8]] = dataclasses.field(default_factory=dict)  # see _validate
 
 
-def _framing(config: TrainConfig, train_split: Split, val_split: Split, cache_dir: Path) -> _Framing:
+def _framing(config: TrainConfig, train_split: Split, val_split: Split, cache_dir: Path,
+             detector: LandmarkDetector) -> _Framing:
     if config.aligned_views <= 0:
         return _Framing(None, {})
-    from emotiontrack.model.landmarks import split_landmarks
-
-    train_landmarks = split_landmarks(train_split, cache_dir)
+    train_landmarks = split_landmarks(train_split, cache_dir, detector)
     geometry, stats = measured_geometry(train_landmarks)
-    views = AlignedViews(alignments(train_landmarks, geometry), config.aligned_views)
-    val_matrices = alignments(split_landmarks(val_split, cache_dir), geometry)
+    views = AlignedViews(alignments(train_landmarks, geometry), config.aligned_views, config.scene_views)
+    val_matrices = alignments(split_landmarks(val_split, cache_dir, detector), geometry)
     log.info("aligned views: %d of %d training faces can be aligned (canonical landmarks %s)",
              int(np.isfinite(views.matrices).all(axis=(1, 2)).sum()), len(train_split), geometry.to_json())
-    return _Framing(geometry, stats, views, aligned_views(val_split.images, val_matrices))
-
-
-def _save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
-    """last.pt (everything a resume needs) and state.json (the same, readable), each written atomically."""
-    with atomic_file(folder / "last.pt") as tmp:
-        torch.save(state, tmp)
-    summary = {k: v for k, v in state.items() if k in ("epochs_done", "config", "history", "train_seconds")}
-    _write_json_atomic(folder / "state.json", summary)
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2))
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise EmotionTrackError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a file that is not its own
-        raise EmotionTrackError(f"{path} is not a training checkpoint (OUTPUT.ckpt/last.pt of an earlier run): "
-                                f"{exc.__class__.__name__}") from None
+    val_views = {"aligned": aligned_views(val_split.images, val_matrices)}
+    if config.scene_views > 0:
+        val_views["scene"] = scene_views(val_split.images, val_matrices)
+    return _Framing(geometry, stats, views, val_views)
 
 
 def _initial_network(config: TrainConfig, n_classes: int, resume: bool) -> TrainingNet:
     torch.manual_seed(config.seed)
     net = TrainingNet(config.network_architecture(), n_classes)
     if config.init is not None and not resume:  # a resumed run's weights come from its own checkpoint
-        state = _load_checkpoint(config.init)
+        state = load_checkpoint(config.init)
         if "model" not in state or not Architecture.from_json(state["architecture"]).same_weights(net.architecture) \
                 or len(state["classes"]) != n_classes:
             raise EmotionTrackError(f"--init: {config.init} is not a training checkpoint of a {config.architecture} "
                                     f"network with {n_classes} classes (use OUTPUT.ckpt/last.pt of an earlier run)")
         net.load_state_dict(state["model"])
     return net.to(memory_format=torch.channels_last)
-
-
-def load_checkpoint_config(output: Path) -> TrainConfig:
-    state_path = checkpoint_dir(output) / "state.json"
-    if not state_path.is_file():
-        raise EmotionTrackError(f"nothing to resume: {state_path} not found")
-    # The run's settings, written where `output` says now: a copied or moved checkpoint must not overwrite the
-    # model (and summary) of the run it was copied from.
-    config = TrainConfig.from_json(json.loads(state_path.read_text())["config"])
-    return dataclasses.replace(config, output=output)
 
 
 def _limited(split: Split, config: TrainConfig) -> Split:
@@ -208,14 +174,53 @@ def _limited(split: Split, config: TrainConfig) -> Split:
     return dataclasses.replace(split, images=split.images[picks], labels=split.labels[picks])
 
 
-def train(
-    config: TrainConfig,
-    resume: bool = False,
-    on_batch: Callable[[int, int, dict[str, float]], None] | None = None,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-    cache_dir: Path = LANDMARK_CACHE,
-) -> dict[str, Any]:
-    """Train (or resume), calibrate and save; returns a summary (history, temperature, paths)."""
+@dataclasses.dataclass
+class _Run:
+    """What one training run works on: its data, framing, network, optimiser, average and history."""
+
+    config: TrainConfig
+    train_split: Split
+    val_split: Split
+    framing: _Framing
+    folder: Path
+    step: _Step
+    average: AveragedModel | None
+    history: list[dict[str, float]]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.train_split.classes)
+
+
+def train(config: TrainConfig, detector: LandmarkDetector, resume: bool = False,
+          on_batch: Callable[[int, int, dict[str, float]], None] | None = None,
+          on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+          cache_dir: Path = LANDMARK_CACHE) -> dict[str, Any]:
+    """Train (or resume), calibrate and save; returns a summary (history, temperature, paths). `detector`
+    finds the training faces' landmarks (the face geometry saved with the model, and aligned views)."""
+    run = _start(config, detector, resume, cache_dir)
+    config, net = run.config, run.step.net
+    for epoch in range(len(run.history), config.epochs):
+        started = time.monotonic()
+        logs = {"epoch": epoch + 1, **_run_epoch(run.step, run.train_split, epoch, on_batch, run.framing.views)}
+        if run.average is not None and epoch >= config.epochs - config.swa_epochs:
+            run.average.update_parameters(net)
+        logs.update(_validate(net, run.val_split, config, run.framing.val_views))
+        logs["train_seconds"] = (run.history[-1]["train_seconds"] if run.history else 0.0) + time.monotonic() - started
+        run.history.append(logs)
+        log.info("epoch %d/%d: %s", epoch + 1, config.epochs, ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+        save_checkpoint(run.folder, {"epochs_done": epoch + 1, "config": config.to_json(), "history": run.history,
+                                      "train_seconds": logs["train_seconds"], "model": net.state_dict(),
+                                      "optimizer": run.step.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                                      "architecture": net.architecture.to_json(), "classes": run.classes,
+                                      "average": run.average.state_dict() if run.average is not None else None})
+        if on_epoch:
+            on_epoch(epoch, logs)
+    return _finish(run, detector)
+
+
+def _start(config: TrainConfig, detector: LandmarkDetector, resume: bool, cache_dir: Path) -> _Run:
+    """The data, framing, network and optimiser of a run (restored from its checkpoint with `resume`)."""
     if config.swa_epochs > config.epochs:
         raise EmotionTrackError(f"--swa-epochs {config.swa_epochs} is more than --epochs {config.epochs}")
     if config.bf16 and not cpu_has_bf16():
@@ -223,49 +228,38 @@ def train(
         config = dataclasses.replace(config, bf16=False)
     train_split, val_split = load_train_val(config.data, config.val_dir)
     train_split = _limited(train_split, config)
-    framing = _framing(config, train_split, val_split, cache_dir)
-    classes = list(train_split.classes)
+    framing = _framing(config, train_split, val_split, cache_dir, detector)
     log.info("train: %d images %s; validation: %d images", len(train_split),
-             dict(zip(classes, train_split.counts().tolist())), len(val_split))
+             dict(zip(train_split.classes, train_split.counts().tolist())), len(val_split))
     folder = checkpoint_dir(config.output)
     folder.mkdir(parents=True, exist_ok=True)
-    net = _initial_network(config, len(classes), resume)
+    net = _initial_network(config, len(train_split.classes), resume)
     optimizer = _optimizer(net, config)
     average = AveragedModel(net) if config.swa_epochs else None
-    history = _resume(folder, net, optimizer, average) if resume else []
+    history = restore(folder, net, optimizer, average) if resume else []
     teacher = teacher_targets(config.teachers, train_split, folder) if config.teachers else None
     step = _Step(net, optimizer, config, class_weights(train_split, config.class_weight_power), train_split.labels, teacher)
-    for epoch in range(len(history), config.epochs):
-        started = time.monotonic()
-        logs = {"epoch": epoch + 1, **_run_epoch(step, train_split, epoch, on_batch, framing.views)}
-        if average is not None and epoch >= config.epochs - config.swa_epochs:
-            average.update_parameters(net)
-        logs.update(_validate(net, val_split, config, framing.val_aligned))
-        logs["train_seconds"] = (history[-1]["train_seconds"] if history else 0.0) + time.monotonic() - started
-        history.append(logs)
-        log.info("epoch %d/%d: %s", epoch + 1, config.epochs, ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
-        _save_checkpoint(folder, {"epochs_done": epoch + 1, "config": config.to_json(), "history": history,
-                                  "train_seconds": logs["train_seconds"], "model": net.state_dict(),
-                                  "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                                  "architecture": net.architecture.to_json(), "classes": classes,
-                                  "average": average.state_dict() if average is not None else None})
-        if on_epoch:
-            on_epoch(epoch, logs)
-    if framing.geometry is not None:  # measured on every training face
-        geometry, geometry_stats = framing.geometry, framing.stats
+    return _Run(config, train_split, val_split, framing, folder, step, average, history)
+
+
+def _finish(run: _Run, detector: LandmarkDetector) -> dict[str, Any]:
+    """The face geometry, the averaged weights (if any), calibration, the saved model and the run's summary."""
+    config, net = run.config, run.step.net
+    if run.framing.geometry is not None:  # measured on every training face
+        geometry, geometry_stats = run.framing.geometry, run.framing.stats
     else:
-        geometry, geometry_stats = training_geometry(train_split, config.seed)
+        geometry, geometry_stats = training_geometry(run.train_split, detector, config.seed)
     log.info("canonical landmarks %s (found on %d of %d training faces)", geometry.to_json(),
              geometry_stats["found"], geometry_stats["faces"])
-    if average is not None:
-        net = _averaged_network(average, config, train_split, framing.views)
-        averaged = _validate(net, val_split, config, framing.val_aligned)
+    if run.average is not None:
+        net = _averaged_network(run.average, config, run.train_split, run.framing.views)
+        averaged = _validate(net, run.val_split, config, run.framing.val_views)
         log.info("weights averaged over the last %d epochs: %s", config.swa_epochs,
                  ", ".join(f"{k} {v:.4g}" for k, v in averaged.items()))
-    summary = calibrate_and_save(net, config, classes, val_split, geometry)
-    summary.update(history=history, train_size=len(train_split), architecture=net.architecture.to_json(),
+    summary = calibrate_and_save(net, config, run.classes, run.val_split, geometry)
+    summary.update(history=run.history, train_size=len(run.train_split), architecture=net.architecture.to_json(),
                    geometry=geometry_stats)
-    _write_json_atomic(folder / "summary.json", summary)
+    write_json_atomic(run.folder / "summary.json", summary)
     return summary
 
 
@@ -279,20 +273,6 @@ def _averaged_network(average: AveragedModel, config: TrainConfig, split: Split,
     with _autocast(config):
         update_bn((as_batch(images) for images, _ in epoch), net)
     return net
-
-
-def _resume(folder: Path, net: TrainingNet, optimizer: torch.optim.Optimizer,
-            average: AveragedModel | None) -> list[dict[str, float]]:
-    """Restore weights, optimiser, weight average and RNG state from the last checkpoint; returns the history
-    so far."""
-    state = _load_checkpoint(folder / "last.pt")
-    net.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if average is not None and state.get("average") is not None:
-        average.load_state_dict(state["average"])
-    torch.set_rng_state(state["torch_rng"])
-    log.info("resuming after epoch %d", state["epochs_done"])
-    return state["history"]
 
 
 def _run_epoch(step: _Step, split: Split, epoch: int, on_batch: Callable[[int, int, dict[str, float]], None] | None,

@@ -14,8 +14,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from emotiontrack.files import atomic_file
 from emotiontrack.outputs.colors import EMOTION_COLORS
-from emotiontrack.outputs.files import atomic_file
 from emotiontrack.types import EMOTIONS
 
 MAX_PANELS = 12  # faces drawn in a timeline chart: the longest-seen ones

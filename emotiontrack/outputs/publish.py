@@ -19,8 +19,8 @@ from pathlib import Path
 
 from emotiontrack import __version__
 from emotiontrack.config import AnalyzeConfig
+from emotiontrack.files import make_private_dir, write_text
 from emotiontrack.media.stills import image_files
-from emotiontrack.outputs.files import make_private_dir, write_text
 from emotiontrack.types import path_text
 
 MANIFEST = "manifest.json"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from emotiontrack.files import write_text
 from emotiontrack.outputs.colors import EMOTION_COLORS
-from emotiontrack.outputs.files import write_text
 from emotiontrack.types import EMOTIONS
 
 STYLE = """

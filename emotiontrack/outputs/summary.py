@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from emotiontrack.outputs.files import write_jpeg
+from emotiontrack.files import write_jpeg
+from emotiontrack.geometry.crops import square_crop
 from emotiontrack.outputs.smooth import smooth_timeline
-from emotiontrack.stages.crops import square_crop
 from emotiontrack.types import EMOTIONS, Faces, Frame
 
 CROP_SIZE = 160

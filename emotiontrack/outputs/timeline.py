@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from emotiontrack import __version__
 from emotiontrack.config import AnalyzeConfig
-from emotiontrack.outputs.files import atomic_file
+from emotiontrack.files import atomic_file
 from emotiontrack.types import EMOTIONS, Faces, VideoResult, path_text
 
 TIMELINE_SCHEMA = pa.schema(
@@ -33,12 +33,16 @@ TIMELINE_SCHEMA = pa.schema(
         ("det_score", pa.float32()),
         *[(name, pa.float32()) for name in EMOTIONS],
         ("emotion", pa.string()),
-        ("aligned", pa.bool_()),  # summary.add_smoothed puts its columns before this one
+        # summary.add_smoothed puts its columns here, before the quality of each row:
+        ("aligned", pa.bool_()),
+        ("face_px", pa.float32()),  # the face's size: its box's longer side in source pixels
+        ("align_error", pa.float32()),  # residual of the alignment, 48-px units (geometry/align.fit); NaN for box crops
     ]
 )
 SMOOTHED_COLUMNS = (*(f"smooth_{name}" for name in EMOTIONS), "smooth_emotion")
-# A published timeline's columns, in order: the raw ones, the smoothed ones (summary.add_smoothed), `aligned`.
-TIMELINE_COLUMNS = (*TIMELINE_SCHEMA.names[:-1], *SMOOTHED_COLUMNS, "aligned")
+_AFTER_EMOTION = TIMELINE_SCHEMA.get_field_index("emotion") + 1
+# A published timeline's columns, in order: the raw ones, the smoothed ones (summary.add_smoothed), the quality.
+TIMELINE_COLUMNS = (*TIMELINE_SCHEMA.names[:_AFTER_EMOTION], *SMOOTHED_COLUMNS, *TIMELINE_SCHEMA.names[_AFTER_EMOTION:])
 
 
 def to_table(video: str, faces_per_frame: Sequence[Faces], metadata: dict[str, object] | None = None) -> pa.Table:
@@ -57,6 +61,8 @@ def to_table(video: str, faces_per_frame: Sequence[Faces], metadata: dict[str, o
         **{name: probs[:, i] for i, name in enumerate(EMOTIONS)},
         "emotion": pa.array(np.asarray(EMOTIONS, dtype=object)[probs.argmax(axis=1)] if n else [], pa.string()),
         "aligned": np.concatenate([f.aligned for f in faces]) if faces else np.empty(0, np.bool_),
+        "face_px": np.maximum(xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]).astype(np.float32),
+        "align_error": np.concatenate([f.align_error for f in faces]) if faces else np.empty(0, np.float32),
     }
     table = pa.table({name: columns[name] for name in TIMELINE_SCHEMA.names}, schema=TIMELINE_SCHEMA)
     return with_metadata(table, metadata or {})

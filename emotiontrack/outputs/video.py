@@ -19,14 +19,15 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from emotiontrack.files import write_jpeg
 from emotiontrack.media.encode import VideoEncoder
 from emotiontrack.outputs.draw import FaceAnnotator, FaceBox
-from emotiontrack.outputs.files import write_jpeg
 from emotiontrack.outputs.smooth import smooth_track
 from emotiontrack.types import Faces, Frame, VideoInfo
 
 PENDING_BYTES = 512 * 2**20  # frames held for lookahead, at most (4K video draws a little earlier)
 INBOX_BYTES = 128 * 2**20  # frames queued for the drawing thread, at most
+ABORT_WAIT_S = 10.0  # how long `abort` lets the drawing thread finish a frame before it kills the encoder
 
 
 @dataclass
@@ -158,7 +159,9 @@ class AnnotatedVideo:
         self._check()
 
     def abort(self) -> None:
-        """Stop at once: kill the encoder and delete its partial file."""
+        """Stop at once: end the drawing thread, then kill the encoder and delete its partial file. The
+        state is touched only once the thread has ended; a thread blocked writing to a stalled ffmpeg is
+        freed by killing that process (its pipe write then fails)."""
         self._stop.set()
         while True:
             try:
@@ -166,7 +169,10 @@ class AnnotatedVideo:
             except queue.Empty:
                 break
         self._inbox.put(None)
-        self._worker.join(timeout=10)
+        self._worker.join(timeout=ABORT_WAIT_S)
+        while self._worker.is_alive():
+            self._state.kill_encoder()
+            self._worker.join(timeout=ABORT_WAIT_S)
         self._state.abort()
 
 
@@ -225,6 +231,11 @@ class _AnnotationState:
         self._drain(np.inf)
         if self._encoder is not None:
             self._encoder.finish()
+
+    def kill_encoder(self) -> None:
+        """End ffmpeg at once, from any thread (the drawing thread may be blocked on its pipe)."""
+        if self._encoder is not None:
+            self._encoder.kill()
 
     def abort(self) -> None:
         self._pending.clear()

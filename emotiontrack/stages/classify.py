@@ -1,4 +1,4 @@
-"""Classify face crops into the seven emotions with the trained model (run by torch: see torchnet.py).
+"""Classify face crops into the seven emotions with the trained model (run by model/predictor.py).
 
 Crops are framed like the model's training faces. With `crop="aligned"` (the default) each face's five
 landmarks are mapped onto the canonical positions stored in the model (align.py); a face whose landmarks
@@ -9,23 +9,20 @@ a batch of frames go through the model in one call.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from emotiontrack.config import CROPS, AnalyzeConfig
 from emotiontrack.errors import ModelError
-from emotiontrack.model.torchnet import EmotionNet, load_network
-from emotiontrack.runtime import cpu_has_bf16
-from emotiontrack.stages.align import Geometry, aligned_crop
-from emotiontrack.stages.crops import square_crop
-from emotiontrack.types import EMOTIONS, INPUT_SIZE, Faces
+from emotiontrack.geometry.align import fit, warp_face
+from emotiontrack.geometry.crops import square_crop
+from emotiontrack.model.predictor import EmotionModel
+from emotiontrack.types import INPUT_SIZE, Faces
 
 
 def crop_face(rgb: np.ndarray, xyxy: NDArray, margin: float = 0.0, size: int = INPUT_SIZE) -> np.ndarray:
@@ -35,67 +32,52 @@ def crop_face(rgb: np.ndarray, xyxy: NDArray, margin: float = 0.0, size: int = I
 
 
 class EmotionClassifier:
-    """`classify(frames_rgb, faces_list) -> faces_list` with `probs` set, in EMOTIONS order."""
+    """`classify(frames_rgb, faces_list) -> faces_list` with `probs` set, in EMOTIONS order: each face cropped
+    as configured, then all crops through the model (model/predictor.py) at once."""
 
-    def __init__(self, net: EmotionNet, margin: float = AnalyzeConfig.margin, device: str = "cpu",
-                 batch_size: int = 256, model_sha256: str = "", crop: str = AnalyzeConfig.crop,
-                 bf16: bool | None = None):
-        if sorted(net.labels) != sorted(EMOTIONS):
-            raise ModelError(f"model classes {net.labels} are not the seven emotions {list(EMOTIONS)}")
+    def __init__(self, model: EmotionModel, margin: float = AnalyzeConfig.margin, crop: str = AnalyzeConfig.crop):
         if crop not in CROPS:
             raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
-        if crop == "aligned" and net.landmarks is None:
+        if crop == "aligned" and model.geometry is None:
             raise ModelError("the model stores no face geometry (it predates aligned crops): use --crop box")
-        self.geometry = Geometry.from_json(net.landmarks) if crop == "aligned" and net.landmarks else None
-        self.device = torch.device(device)
-        # NHWC lets CPU convolutions and pooling vectorise: ~2x faster here for these small feature maps.
-        self._memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        self.net = net.to(self.device).to(memory_format=self._memory_format).eval()
-        self.margin, self.batch_size, self.model_sha256 = margin, batch_size, model_sha256
-        # bf16 convolutions where the CPU has bf16 instructions (AVX512-BF16, AMX): ~2.5x faster a face, the
-        # same accuracy (models/MODEL_CARD.md); None decides by the CPU, False keeps float32 everywhere.
-        self.bf16 = (self.device.type == "cpu" and cpu_has_bf16()) if bf16 is None else bf16
-        self._order = [net.labels.index(name) for name in EMOTIONS]  # model output -> EMOTIONS columns
+        self.model, self.margin = model, margin
+        self.geometry = model.geometry if crop == "aligned" else None
 
     @classmethod
     def load(cls, path: str | Path, margin: float = AnalyzeConfig.margin, device: str = "cpu",
              crop: str = AnalyzeConfig.crop, bf16: bool | None = None) -> EmotionClassifier:
         """The classifier for a model file written by `emotiontrack train` (ModelError for anything else)."""
-        path = Path(path)
-        return cls(load_network(path), margin, device, model_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-                   crop=crop, bf16=bf16)
+        return cls(EmotionModel.load(path, device, bf16), margin, crop)
 
-    def predict(self, crops: NDArray[np.uint8]) -> NDArray[np.float32]:
-        """Probabilities (n, 7) in EMOTIONS order for (n, 48, 48) uint8 grayscale crops."""
-        if len(crops) == 0:
-            return np.empty((0, len(EMOTIONS)), np.float32)
-        parts = []
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            for i in range(0, len(crops), self.batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(crops[i : i + self.batch_size]))[:, None]
-                x = x.to(self.device).float().contiguous(memory_format=self._memory_format)
-                parts.append(self.net(x).float().cpu().numpy())
-        return np.concatenate(parts)[:, self._order].astype(np.float32)
+    @property
+    def model_sha256(self) -> str:
+        return self.model.model_sha256
 
-    def crop(self, rgb: NDArray[np.uint8], faces: Faces) -> tuple[list[NDArray[np.uint8]], NDArray[np.bool_]]:
-        """Each face's 48x48 grayscale crop, and whether it is aligned on the landmarks (else the box's)."""
+    def crop(self, rgb: NDArray[np.uint8], faces: Faces) -> tuple[list[NDArray[np.uint8]], Faces]:
+        """Each face's 48x48 grayscale crop, and the faces with `aligned` (aligned on the landmarks, else the
+        box's square) and `align_error` (the alignment's residual, NaN for box crops) set."""
         crops, aligned = [], np.zeros(len(faces), np.bool_)
+        errors = np.full(len(faces), np.nan, np.float32)
         for i, (box, points) in enumerate(zip(faces.xyxy, faces.landmarks)):
-            crop = aligned_crop(rgb, points, self.geometry) if self.geometry is not None else None
-            aligned[i] = crop is not None
-            crops.append(crop if crop is not None else crop_face(rgb, box, self.margin))
-        return crops, aligned
+            matrix, residual = fit(points, self.geometry) if self.geometry is not None else (None, np.nan)
+            if matrix is not None and self.geometry is not None:
+                crops.append(warp_face(rgb, matrix, self.geometry.size))
+                aligned[i], errors[i] = True, residual
+            else:
+                crops.append(crop_face(rgb, box, self.margin))
+        return crops, replace(faces, aligned=aligned, align_error=errors)
 
     def classify(self, frames_rgb: Sequence[NDArray[np.uint8]], faces_list: Sequence[Faces]) -> list[Faces]:
-        """The faces of each frame with `probs` (and `aligned`) set, all crops through the model in one call."""
-        crops, aligned = [], []
+        """The faces of each frame with `probs` (and `aligned`, `align_error`) set, all crops through the
+        model in one call."""
+        crops, cropped = [], []
         for rgb, faces in zip(frames_rgb, faces_list):
-            frame_crops, frame_aligned = self.crop(rgb, faces)
+            frame_crops, frame_faces = self.crop(rgb, faces)
             crops += frame_crops
-            aligned.append(frame_aligned)
-        probs = self.predict(np.stack(crops) if crops else np.empty((0, INPUT_SIZE, INPUT_SIZE), np.uint8))
+            cropped.append(frame_faces)
+        probs = self.model.predict(np.stack(crops) if crops else np.empty((0, INPUT_SIZE, INPUT_SIZE), np.uint8))
         out, start = [], 0
-        for faces, flags in zip(faces_list, aligned):
-            out.append(replace(faces, probs=probs[start : start + len(faces)], aligned=flags))
+        for faces in cropped:
+            out.append(replace(faces, probs=probs[start : start + len(faces)]))
             start += len(faces)
         return out

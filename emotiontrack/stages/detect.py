@@ -16,11 +16,12 @@ import numpy as np
 import torch
 
 from emotiontrack.config import AnalyzeConfig
-from emotiontrack.stages.crops import square_crop
+from emotiontrack.geometry.crops import square_crop
 from emotiontrack.stages.facenet import MTCNN, bbreg
 from emotiontrack.types import Faces, Frame
 
 DETECTOR_MIN_FACE = 20  # pixels, in the image MTCNN sees (its own default)
+LANDMARK_MIN_FACE = DETECTOR_MIN_FACE  # for training faces, enlarged to 4x48 px: found as they are, no downscaling
 # P-, R- and O-Net thresholds, a notch below MTCNN's (0.6, 0.7, 0.7): on upscaled FER2013 faces this finds
 # ~3% more faces and, on scikit-image's face-free photographs, no more false ones. `min_score` filters last.
 STAGE_THRESHOLDS = (0.5, 0.6, 0.7)
@@ -31,10 +32,15 @@ REGION_THRESHOLDS = (0.3, 0.4, 0.5)
 REGION_MIN_SCORE = 0.6
 REGION_SIZE = 96  # pixels: the crop (twice the expected face) is resized to this, so the face is ~48 px
 ONET_SIZE = 48  # O-Net's input size
+# Landmark refinement (`refine`): O-Net's landmarks averaged over squares around the final box, each
+# (dx, dy, side) in units of the box's side: its regression noise averages out where the views disagree.
+REFINE_JITTER = ((0.0, 0.0, 1.0), (-0.04, -0.04, 1.06), (0.04, 0.04, 0.94), (0.04, -0.04, 1.0), (-0.04, 0.04, 1.0),
+                 (0.0, 0.0, 1.12), (0.0, 0.0, 0.9))
 
 
-class FaceDetector:
-    """`detect(frames) -> list[Faces]`: boxes in source pixels, clipped, with scores and landmarks."""
+class MTCNNDetector:
+    """The `Detector` (detector.py) on facenet-pytorch's MTCNN: boxes in source pixels, clipped, with scores
+    and landmarks; also the `LandmarkDetector` that training uses (`central_landmarks`)."""
 
     def __init__(self, min_face: float = AnalyzeConfig.min_face, min_score: float = AnalyzeConfig.min_score,
                  device: str | torch.device = "cpu"):
@@ -99,7 +105,29 @@ class FaceDetector:
         as it does for R-Net's candidates in a full look, at ~2 ms a face instead of ~60 ms a frame."""
         if len(expected) == 0:
             return Faces.empty(frame.index, frame.time_s)
-        crops, origins = zip(*(square_crop(frame.rgb, box, 1.0, ONET_SIZE) for box in expected))
+        xyxy, score, landmarks = self._onet(frame.rgb, expected)
+        keep = (score >= max(STAGE_THRESHOLDS[2], self.min_score)) & _near(xyxy, expected)
+        faces = Faces.from_boxes(frame.index, frame.time_s, xyxy[keep], score[keep], landmarks[keep])
+        return self._clip(faces, frame)
+
+    def refine(self, frame: Frame, faces: Faces, views: int) -> Faces:
+        """The faces with their landmarks measured again on the full-resolution frame: O-Net on `views` squares
+        around each box (shifted and scaled a little: REFINE_JITTER), the landmarks averaged over the views."""
+        if len(faces) == 0 or views <= 0:
+            return faces
+        jitter = np.asarray(REFINE_JITTER[:views], np.float64)
+        side = np.maximum(faces.width, faces.height).astype(np.float64)[:, None]
+        centre = faces.center.astype(np.float64)[:, None, :] + jitter[None, :, :2] * side[:, :, None]
+        half = (side * jitter[None, :, 2])[:, :, None] / 2
+        squares = np.concatenate([centre - half, centre + half], axis=2).reshape(-1, 4)
+        _, _, landmarks = self._onet(frame.rgb, squares)
+        averaged = landmarks.reshape(len(faces), len(jitter), 5, 2).mean(axis=1)
+        return replace(faces, landmarks=averaged.astype(np.float32))
+
+    def _onet(self, rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """O-Net on the square around each box (k, 4), from the full-resolution image: its regressed boxes
+        (k, 4), scores (k,) and landmarks (k, 5, 2), in image pixels."""
+        crops, origins = zip(*(square_crop(rgb, box, 1.0, ONET_SIZE) for box in boxes))
         x = torch.as_tensor(np.stack(crops), device=self.device).permute(0, 3, 1, 2).float()
         with torch.no_grad():
             regression, points, probs = self.mtcnn.onet((x - 127.5) * 0.0078125)
@@ -107,11 +135,8 @@ class FaceDetector:
         squares = torch.stack([left, top, left + ONET_SIZE / scale, top + ONET_SIZE / scale, probs[:, 1].cpu()], dim=1)
         side = (squares[:, 2] - squares[:, 0] + 1)[:, None]  # MTCNN's pixel-inclusive box size
         landmarks = torch.stack([side * points[:, :5].cpu() + squares[:, :1] - 1, side * points[:, 5:].cpu() + squares[:, 1:2] - 1], dim=2)
-        boxes = bbreg(squares, regression.cpu()).numpy().astype(np.float64)
-        xyxy, score = boxes[:, :4], boxes[:, 4]
-        keep = (score >= max(STAGE_THRESHOLDS[2], self.min_score)) & _near(xyxy, expected)
-        faces = Faces.from_boxes(frame.index, frame.time_s, xyxy[keep], score[keep], landmarks.numpy().astype(np.float64)[keep])
-        return self._clip(faces, frame)
+        regressed = bbreg(squares, regression.cpu()).numpy().astype(np.float64)
+        return regressed[:, :4], regressed[:, 4], landmarks.numpy().astype(np.float64)
 
     def central_landmarks(self, images: Sequence[np.ndarray]) -> list[np.ndarray | None]:
         """For same-sized RGB images each holding one face near the middle (enlarged training faces): the

@@ -7,7 +7,10 @@ Glossary:
   and refines those faces and their landmarks, ~2 ms a face. It cannot find new faces.
 - *expected faces*: the boxes where the tracker predicts its live tracks at a frame's time.
 - *second look*: after a whole-frame look, MTCNN again on an enlarged crop around each expected face it
-  missed, with looser thresholds (`FaceDetector.detect_around`).
+  missed, with looser thresholds (`Detector.detect_around`).
+- *refine*: the landmarks of faces found by a (second) whole-frame look, measured again by O-Net on the
+  full-resolution square around each final box (`Detector.refine`); a whole-frame look sees faces shrunk
+  for `min_face` (a 150 px face is ~37 px there), following sees them at full resolution already.
 - *due*: a whole-frame look is due every `every_s` seconds of video (counted from the first analysed
   frame, whatever frames were looked at in between, so that the results do not depend on how frames are
   grouped into chunks), and at stills. Besides, any frame where following missed an expected face (hidden,
@@ -22,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from emotiontrack.stages.detect import FaceDetector
+from emotiontrack.stages.detector import Detector
 from emotiontrack.stages.track import FaceTracker, iou_matrix
 from emotiontrack.types import Faces, Frame, StageTimes
 
@@ -31,8 +34,9 @@ class FaceFinder:
     """Finds and tracks the faces of analysed frames, in order (see the glossary above): a whole-frame
     look when one is due or nobody is followed, else following, and a second look after whole-frame looks."""
 
-    def __init__(self, detector: FaceDetector, tracker: FaceTracker, every_s: float):
+    def __init__(self, detector: Detector, tracker: FaceTracker, every_s: float, landmark_views: int = 1):
         self.detector, self.tracker, self.every_s = detector, tracker, every_s
+        self.landmark_views = landmark_views
         self._last_full_s = -math.inf
 
     def find(self, frames: Sequence[Frame], times: StageTimes) -> list[Faces]:
@@ -56,7 +60,9 @@ class FaceFinder:
                 return followed
         if full_look is None:  # nobody to follow, or somebody lost: look at the whole frame now (the schedule
             full_look = self.detector.detect([frame])[0]  # of due looks stays as it was: see the glossary)
-        return look_again(frame, full_look, expected, self.detector)
+        # A whole-frame look (and a second one) regresses landmarks on a shrunk frame: measure them again at
+        # full resolution, as following does.
+        return self.detector.refine(frame, look_again(frame, full_look, expected, self.detector), self.landmark_views)
 
     def _full_look_due(self, time_s: float) -> bool:
         if not math.isfinite(time_s) or time_s - self._last_full_s >= self.every_s - 1e-6:
@@ -65,7 +71,7 @@ class FaceFinder:
         return False
 
 
-def look_again(frame: Frame, faces: Faces, expected: np.ndarray, detector: FaceDetector) -> Faces:
+def look_again(frame: Frame, faces: Faces, expected: np.ndarray, detector: Detector) -> Faces:
     """Add the faces found by a second, closer look where tracked faces are expected but were not detected."""
     if len(expected) and len(faces):
         expected = expected[iou_matrix(expected, faces.xyxy).max(axis=1) < 0.3]

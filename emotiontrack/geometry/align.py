@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from emotiontrack.stages.crops import square_crop
+from emotiontrack.geometry.crops import square_crop
 from emotiontrack.types import INPUT_SIZE
 
 # An alignment is implausible when a landmark lands, on average, farther than this share of the canonical
@@ -53,21 +53,28 @@ class Geometry:
         return cls(landmarks)
 
 
-def similarity(landmarks: NDArray, geometry: Geometry) -> np.ndarray | None:
-    """The 2x3 similarity transform taking a face's landmarks (5, 2) onto the canonical ones, or None when
-    the landmarks are implausible."""
+def fit(landmarks: NDArray, geometry: Geometry) -> tuple[np.ndarray | None, float]:
+    """The 2x3 similarity transform taking a face's landmarks (5, 2) onto the canonical ones (None when the
+    landmarks are implausible), and the fit's residual: the root-mean-square distance, in the model's input
+    pixels (48-px units), between the mapped landmarks and the canonical ones (NaN without a fit)."""
     points = np.asarray(landmarks, np.float64)
     if points.shape != (5, 2) or not np.isfinite(points).all():
-        return None
+        return None, math.nan
     matrix, _ = cv2.estimateAffinePartial2D(points, geometry.landmarks.astype(np.float64), method=cv2.LMEDS)
     if matrix is None:
-        return None
+        return None, math.nan
     mapped = points @ matrix[:, :2].T + matrix[:, 2]
     residual = float(np.sqrt(np.mean(np.sum((mapped - geometry.landmarks) ** 2, axis=1))))
     roll = math.degrees(math.atan2(matrix[1, 0], matrix[0, 0]))
     if residual > MAX_RESIDUAL * geometry.eye_distance or abs(roll) > MAX_ROLL_DEG:
-        return None
-    return matrix
+        return None, residual
+    return matrix, residual
+
+
+def similarity(landmarks: NDArray, geometry: Geometry) -> np.ndarray | None:
+    """The 2x3 similarity transform taking a face's landmarks (5, 2) onto the canonical ones, or None when
+    the landmarks are implausible."""
+    return fit(landmarks, geometry)[0]
 
 
 SUPERSAMPLE = 2  # the warp samples a grid this much finer than the crop, then averages it down (less blur)
@@ -145,7 +152,7 @@ def find_landmarks(images: NDArray[np.uint8], detect_landmarks, batch_size: int 
     (n, 5, 2), NaN where it finds no face.
 
     `detect_landmarks(list of RGB images) -> list of (5, 2) arrays or None` is the detector's landmark
-    regression (FaceDetector.central_landmarks); `on_batch(done)` reports progress."""
+    regression (MTCNNDetector.central_landmarks); `on_batch(done)` reports progress."""
     size = images.shape[1]
     pad = round(size * MEASURE_UPSCALE * MEASURE_BORDER)
     out = np.full((len(images), 5, 2), np.nan, np.float32)

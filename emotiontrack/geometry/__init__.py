@@ -1,0 +1,1 @@
+"""Face geometry shared by the stages and the model: square crops around boxes, landmark alignment."""
