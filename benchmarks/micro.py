@@ -4,6 +4,7 @@
     python benchmarks/micro.py charts RESULT_DIR       # timeline and shares charts of one analysed video
     python benchmarks/micro.py threads -- analyze CLIP -o OUT --overwrite   # CPU seconds per thread of one run
     python benchmarks/micro.py startup                 # analyze's imports and model loading, step by step
+    python benchmarks/micro.py shapes [MODEL]          # memory and time of batches of 1-40 faces, padded or not
 
 `draw` reports the best of 7 rounds of 100 calls with the same four labels (so the label caches hit, as
 they mostly do across a video's frames). `threads` runs the CLI in this process and reports each thread's
@@ -131,6 +132,32 @@ def time_classify(models: list[Path], rounds: int = 3) -> None:
                 print(f"{name} {'bf16' if bf16 else 'fp32'} batch {batch}: {ms:.2f} ms a face", flush=True)
 
 
+SHAPES_SCRIPT = """
+import resource, sys, time
+import numpy as np, torch
+from emotiontrack.model.predictor import EmotionModel
+torch.set_num_threads(1)
+model = EmotionModel.load(sys.argv[1], bf16=False)
+crops = np.random.default_rng(0).integers(0, 255, (40, 48, 48), dtype=np.uint8)
+started = time.perf_counter()
+for n in range(1, 41):
+    if sys.argv[2] == "padded":
+        model.predict(crops[:n])
+    else:
+        with torch.inference_mode():
+            model.net(torch.from_numpy(crops[:n])[:, None].float().contiguous(memory_format=torch.channels_last))
+print(sys.argv[2], f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB,",
+      f"{time.perf_counter() - started:.1f} s for 820 faces in batches of 1-40")
+"""
+
+
+def time_shapes(model: Path) -> None:
+    """Batches of every size from 1 to 40 faces, float32, one thread, each way in a fresh interpreter: as
+    EmotionModel.predict pads them (few shapes) and straight through the network (40 shapes)."""
+    for way in ("as-is", "padded"):
+        subprocess.run([sys.executable, "-c", SHAPES_SCRIPT, str(model), way], check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -142,8 +169,12 @@ def main() -> None:
     sub.add_parser("startup", help="time analyze's imports and model loading in fresh interpreters")
     classify = sub.add_parser("classify", help="ms a face of the emotion model on one thread, float32 and bf16")
     classify.add_argument("models", type=Path, nargs="+", help="model files (.keras)")
+    shapes = sub.add_parser("shapes", help="memory and time of batches of every size, padded or not")
+    shapes.add_argument("model", type=Path, nargs="?", default=Path(__file__).resolve().parents[1] / "models" / "emotiontrack.keras")
     args = parser.parse_args()
-    if args.what == "draw":
+    if args.what == "shapes":
+        time_shapes(args.model)
+    elif args.what == "draw":
         time_drawing()
     elif args.what == "charts":
         time_charts(args.result)

@@ -121,3 +121,15 @@ def test_bf16_inference_gives_the_float32_probabilities_within_a_hair(tiny_model
     bf16 = EmotionModel.load(tiny_model, bf16=True).predict(crops)
     assert np.abs(fp32 - bf16).max() < 0.03 and not np.array_equal(fp32, bf16)
     np.testing.assert_allclose(bf16.sum(axis=1), 1, atol=1e-5)
+
+
+def test_on_a_cpu_every_batch_has_one_shape_and_padding_changes_no_answer(tiny_model):
+    """oneDNN keeps a copy of the weights per input shape: batches of one shape keep memory flat."""
+    model = EmotionModel.load(tiny_model, bf16=False)
+    shapes = set()
+    model.net.register_forward_pre_hook(lambda module, inputs: shapes.add(tuple(inputs[0].shape)))
+    crops = np.random.default_rng(4).integers(0, 255, (21, 48, 48), dtype=np.uint8)
+    together = model.predict(crops)
+    one_by_one = np.concatenate([model.predict(crops[i : i + 1]) for i in range(len(crops))])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    assert shapes == {(8, 1, 48, 48)} and together.shape == (21, 7)
