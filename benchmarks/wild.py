@@ -9,9 +9,10 @@ and its size breathes by ±20% over 4 s. The renderings:
 
 - `tiles`: the face upscaled to ~180 px with a quarter of its side of repeated border around it, on grey;
 - `tilted`: small tiles (~120 px) tilted by up to 15°;
-- `blended`: the face pasted through a random soft ellipse into a photograph (scikit-image's coffee,
+- `blended`: the face pasted through a random soft ellipse (its edge a Gaussian blur of 0.1-0.3 of the face's
+  side, so the photograph shows through well inside the face) into a photograph (scikit-image's coffee,
   motorcycle and astronaut photographs, never trained on: model/scenes.py HELD_OUT_PHOTOS), the photograph
-  replacing its cheeks, chin and forehead edges, tilted by up to 10°, ~170 px, H.264 CRF 28.
+  replacing its cheeks, chin and forehead edges, tilted by up to 10°, ~140 px, H.264 CRF 28.
 
 `analyze` runs at its defaults (2 analysed frames a second, following faces between whole-frame looks). A
 detection whose centre lies in a face's box is that face's; its emotion is compared with the truth, and
@@ -56,7 +57,7 @@ class Rendering:
 RENDERINGS = {
     "tiles": Rendering("tiles", 180, 0.25, 0.0, 23, False),
     "tilted": Rendering("tilted", 120, 0.25, 15.0, 23, False),
-    "blended": Rendering("blended", 170, 0.0, 10.0, 28, True),
+    "blended": Rendering("blended", 140, 0.0, 10.0, 28, True),
 }
 
 
@@ -81,7 +82,7 @@ def face_source(face48: np.ndarray, r: Rendering, rng: np.random.Generator) -> t
         return source, mask
     centre = (PAD + 23.5, PAD + 23.5)
     axes = (rng.uniform(*ELLIPSE_AXES[0]) * 48, rng.uniform(*ELLIPSE_AXES[1]) * 48)
-    return source, soft_ellipse(side, centre, axes, rng.uniform(*FEATHER) * 48)
+    return source, soft_ellipse(side, centre, axes, rng.uniform(*FEATHER) * 48, gaussian=True)
 
 
 def background(r: Rendering, t: float) -> np.ndarray:

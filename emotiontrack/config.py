@@ -36,10 +36,6 @@ class AnalyzeConfig:
     # switches and fewer ids, at a third of the detection cost; a new face is found within 2 s.
     detect_every_s: float = 2.0
     max_gap_s: float = 2.0  # a face unseen for up to this long keeps its id
-    # O-Net looks at full resolution whose landmarks are averaged for faces found by a whole-frame look (which
-    # regresses them on the frame shrunk for min_face); 0 keeps the detector's. Followed faces have theirs at
-    # full resolution already. benchmarks/wild.py measures what it pays.
-    landmark_views: int = 1
     # Crop margin around the detector box, as a fraction of its side. 0 (the square of the box's longer side)
     # frames faces like FER2013: on upscaled validation faces MTCNN's box spans the whole image height, and
     # classifying such crops is as accurate as classifying the originals; every +0.1 costs ~5 points.

@@ -70,7 +70,7 @@ def analyze_video(info: VideoInfo, config: AnalyzeConfig, models: Models, on_fra
     keep_all = any(sink.wants_all_frames for sink in sinks)
     chunk = chunk or chunk_size(models.detector.device.type == "cpu")
     result = VideoResult(info)
-    finder = FaceFinder(models.detector, FaceTracker(config.max_gap_s), config.detect_every_s, config.landmark_views)
+    finder = FaceFinder(models.detector, FaceTracker(config.max_gap_s), config.detect_every_s)
     with FrameSource(info, config.sample_fps, keep_all, window) as source, ClassifyWorker(models.classifier, sinks, result) as worker:
         for frames in source.chunks(chunk, result.times, on_frames):
             worker.submit(frames, finder.find([frame for frame, analysed in frames if analysed], result.times))

@@ -123,7 +123,8 @@ def test_a_scene_view_keeps_the_face_inside_its_ellipse_and_a_photograph_outside
         scene = scenes.in_scene(face, photos, rng).astype(np.float64)
         pad = scenes.scene_offset(48)
         assert scene.shape == (96, 96)
-        assert scene[pad + 18 : pad + 30, pad + 18 : pad + 30].mean() > 150  # the face's middle shows
+        assert scene[pad + 18 : pad + 30, pad + 18 : pad + 30].mean() > 120  # the face's middle shows (a Gaussian edge
+        # lets some of the photograph through even there)
         assert scene[:8].mean() < 40 and scene[-8:].mean() < 40  # far above and below: the photograph
         assert scene[:, :8].mean() < 40 and scene[:, -8:].mean() < 40
         corner = scene[pad : pad + 4, pad : pad + 4].mean()  # the face image's corner: outside the ellipse

@@ -86,23 +86,6 @@ def test_follow_refines_a_known_face_and_finds_none_where_there_is_none(detector
     assert len(detector.follow(Frame(5, 2.5, image), np.empty((0, 4)))) == 0
 
 
-def test_refined_landmarks_are_o_nets_at_full_resolution_on_the_final_box(detector):
-    """After a whole-frame look (on a shrunk frame), landmarks are measured again where following measures
-    them: O-Net on the full-resolution square around the box; more views average a little noise away."""
-    image = np.ascontiguousarray(np.kron(data.astronaut(), np.ones((2, 2, 1), np.uint8)))  # 1024 px: shrunk to look
-    frame = Frame(0, 0.0, image)
-    big = MTCNNDetector(min_face=160, min_score=0.9, device="cpu")
-    faces = big.detect([frame])[0]
-    assert len(faces) == 1
-    once = big.refine(frame, faces, 1)
-    np.testing.assert_array_equal(once.xyxy, faces.xyxy)  # boxes and scores stay
-    np.testing.assert_allclose(once.landmarks, big.follow(frame, faces.xyxy).landmarks, atol=1e-3)
-    averaged = big.refine(frame, faces, 5)
-    assert np.abs(averaged.landmarks - once.landmarks).max() < 0.05 * (faces.xyxy[0, 2] - faces.xyxy[0, 0])
-    assert np.abs(once.landmarks - faces.landmarks).max() > 0  # measured again, not copied
-    assert big.refine(frame, faces, 0) is faces
-
-
 def test_importing_the_detector_leaves_torch_dynamo_for_code_that_uses_it():
     # torchvision's roi_align would import torch._dynamo (~1.5 s of start-up); its one function still works.
     script = ("import sys, emotiontrack.stages.detect; print('torch._dynamo' in sys.modules);"

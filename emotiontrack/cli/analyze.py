@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from emotiontrack.cli.bars import InputBars, print_summary
-from emotiontrack.cli.options import non_negative_float, non_negative_int, positive_float, positive_int, probability
+from emotiontrack.cli.options import non_negative_float, positive_float, positive_int, probability
 from emotiontrack.cli.progress import progress_bars
 from emotiontrack.cli.signals import clean_up_on_signals
 from emotiontrack.config import CROPS, AnalyzeConfig, RayOptions
@@ -56,9 +56,6 @@ def _analysis_options(p: argparse._ActionsContainer, d: AnalyzeConfig) -> None:
                         "(much cheaper). 0 looks at every analysed frame (default: %(default)s)")
     p.add_argument("--max-gap", type=non_negative_float, default=d.max_gap_s, dest="max_gap_s",
                    help="seconds a face may be out of sight and keep its id (default: %(default)s)")
-    p.add_argument("--landmark-views", type=non_negative_int, default=d.landmark_views, metavar="N",
-                   help="after a whole-frame look, measure each face's landmarks again at full resolution, averaged "
-                        "over N looks (0: keep the detector's) (default: %(default)s)")
     p.add_argument("--crop", choices=CROPS, default=d.crop,
                    help="aligned: map each face's eyes, nose and mouth corners onto where the model's training faces "
                         "have them; box: the square of the detector's box (default: %(default)s)")

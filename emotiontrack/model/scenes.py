@@ -20,9 +20,12 @@ TRAINING_PHOTOS = ("chelsea", "rocket", "coins", "brick", "grass", "gravel", "mo
                    "hubble_deep_field", "retina", "camera", "horse")
 HELD_OUT_PHOTOS = ("coffee", "stereo_motorcycle", "astronaut")  # benchmarks/wild.py's scenes
 # The soft ellipse the face shows through, in units of the face image's side: semi-axes (horizontal,
-# vertical), the width of its soft edge, and how far its centre may sit off the image's centre.
+# vertical), its soft edge, and how far its centre may sit off the image's centre. The edge is either a
+# linear ramp FEATHER wide or, as often, the hard ellipse blurred with a Gaussian of sigma FEATHER, which lets
+# the photograph show through well inside the face (the harder case: benchmarks/wild.py renders it).
 ELLIPSE_AXES = ((0.42, 0.50), (0.50, 0.60))
 FEATHER = (0.1, 0.3)
+GAUSSIAN_EDGE_P = 0.5
 ELLIPSE_OFFSET = 0.04
 # Video's losses, each applied to half of the scenes: the face resampled to a share of its side and back (a
 # smaller face), a Gaussian blur (sigma in 48-px units), and JPEG compression at a random quality.
@@ -51,10 +54,14 @@ def photographs(names: tuple[str, ...] = TRAINING_PHOTOS) -> tuple[NDArray[np.ui
     return tuple(out)
 
 
-def soft_ellipse(size: int, centre: tuple[float, float], axes: tuple[float, float], feather: float) -> NDArray[np.float32]:
-    """A (size, size) mask: 1 inside the ellipse, 0 outside, a linear ramp `feather` pixels wide across its edge."""
+def soft_ellipse(size: int, centre: tuple[float, float], axes: tuple[float, float], feather: float,
+                 gaussian: bool = False) -> NDArray[np.float32]:
+    """A (size, size) mask: 1 inside the ellipse, 0 outside, and across its edge a linear ramp `feather` pixels
+    wide, or (`gaussian`) the hard ellipse blurred by a Gaussian of sigma `feather` pixels."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
     rho = np.sqrt(((x - centre[0]) / axes[0]) ** 2 + ((y - centre[1]) / axes[1]) ** 2)
+    if gaussian:
+        return np.asarray(cv2.GaussianBlur((rho <= 1).astype(np.float32), (0, 0), feather), np.float32)
     return np.clip(0.5 + (1 - rho) * min(axes) / feather, 0, 1).astype(np.float32)
 
 
@@ -78,7 +85,7 @@ def in_scene(face: NDArray[np.uint8], photos: tuple[NDArray[np.uint8], ...], rng
     offset = rng.uniform(-ELLIPSE_OFFSET, ELLIPSE_OFFSET, 2) * size
     centre = (pad + (size - 1) / 2 + offset[0], pad + (size - 1) / 2 + offset[1])
     axes = (rng.uniform(*ELLIPSE_AXES[0]) * size, rng.uniform(*ELLIPSE_AXES[1]) * size)
-    mask = soft_ellipse(side, centre, axes, rng.uniform(*FEATHER) * size)
+    mask = soft_ellipse(side, centre, axes, rng.uniform(*FEATHER) * size, gaussian=bool(rng.random() < GAUSSIAN_EDGE_P))
     scene = mask * padded + (1 - mask) * photo_patch(photos, side, rng)
     return degraded(np.clip(scene, 0, 255).astype(np.uint8), rng)
 

@@ -32,10 +32,6 @@ REGION_THRESHOLDS = (0.3, 0.4, 0.5)
 REGION_MIN_SCORE = 0.6
 REGION_SIZE = 96  # pixels: the crop (twice the expected face) is resized to this, so the face is ~48 px
 ONET_SIZE = 48  # O-Net's input size
-# Landmark refinement (`refine`): O-Net's landmarks averaged over squares around the final box, each
-# (dx, dy, side) in units of the box's side: its regression noise averages out where the views disagree.
-REFINE_JITTER = ((0.0, 0.0, 1.0), (-0.04, -0.04, 1.06), (0.04, 0.04, 0.94), (0.04, -0.04, 1.0), (-0.04, 0.04, 1.0),
-                 (0.0, 0.0, 1.12), (0.0, 0.0, 0.9))
 
 
 class MTCNNDetector:
@@ -109,20 +105,6 @@ class MTCNNDetector:
         keep = (score >= max(STAGE_THRESHOLDS[2], self.min_score)) & _near(xyxy, expected)
         faces = Faces.from_boxes(frame.index, frame.time_s, xyxy[keep], score[keep], landmarks[keep])
         return self._clip(faces, frame)
-
-    def refine(self, frame: Frame, faces: Faces, views: int) -> Faces:
-        """The faces with their landmarks measured again on the full-resolution frame: O-Net on `views` squares
-        around each box (shifted and scaled a little: REFINE_JITTER), the landmarks averaged over the views."""
-        if len(faces) == 0 or views <= 0:
-            return faces
-        jitter = np.asarray(REFINE_JITTER[:views], np.float64)
-        side = np.maximum(faces.width, faces.height).astype(np.float64)[:, None]
-        centre = faces.center.astype(np.float64)[:, None, :] + jitter[None, :, :2] * side[:, :, None]
-        half = (side * jitter[None, :, 2])[:, :, None] / 2
-        squares = np.concatenate([centre - half, centre + half], axis=2).reshape(-1, 4)
-        _, _, landmarks = self._onet(frame.rgb, squares)
-        averaged = landmarks.reshape(len(faces), len(jitter), 5, 2).mean(axis=1)
-        return replace(faces, landmarks=averaged.astype(np.float32))
 
     def _onet(self, rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """O-Net on the square around each box (k, 4), from the full-resolution image: its regressed boxes

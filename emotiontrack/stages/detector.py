@@ -36,11 +36,6 @@ class Detector(Protocol):
         is left out."""
         ...
 
-    def refine(self, frame: Frame, faces: Faces, views: int) -> Faces:
-        """The faces with their landmarks measured again at full resolution (averaged over `views` looks;
-        0 leaves them as they are)."""
-        ...
-
     def detect_around(self, frame: Frame, expected: NDArray[np.floating]) -> Faces:
         """A closer, more permissive look around expected boxes (k, 4) the whole-frame look missed: at most
         one face per box."""

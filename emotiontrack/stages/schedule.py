@@ -8,9 +8,6 @@ Glossary:
 - *expected faces*: the boxes where the tracker predicts its live tracks at a frame's time.
 - *second look*: after a whole-frame look, MTCNN again on an enlarged crop around each expected face it
   missed, with looser thresholds (`Detector.detect_around`).
-- *refine*: the landmarks of faces found by a (second) whole-frame look, measured again by O-Net on the
-  full-resolution square around each final box (`Detector.refine`); a whole-frame look sees faces shrunk
-  for `min_face` (a 150 px face is ~37 px there), following sees them at full resolution already.
 - *due*: a whole-frame look is due every `every_s` seconds of video (counted from the first analysed
   frame, whatever frames were looked at in between, so that the results do not depend on how frames are
   grouped into chunks), and at stills. Besides, any frame where following missed an expected face (hidden,
@@ -34,9 +31,8 @@ class FaceFinder:
     """Finds and tracks the faces of analysed frames, in order (see the glossary above): a whole-frame
     look when one is due or nobody is followed, else following, and a second look after whole-frame looks."""
 
-    def __init__(self, detector: Detector, tracker: FaceTracker, every_s: float, landmark_views: int = 1):
+    def __init__(self, detector: Detector, tracker: FaceTracker, every_s: float):
         self.detector, self.tracker, self.every_s = detector, tracker, every_s
-        self.landmark_views = landmark_views
         self._last_full_s = -math.inf
 
     def find(self, frames: Sequence[Frame], times: StageTimes) -> list[Faces]:
@@ -60,9 +56,7 @@ class FaceFinder:
                 return followed
         if full_look is None:  # nobody to follow, or somebody lost: look at the whole frame now (the schedule
             full_look = self.detector.detect([frame])[0]  # of due looks stays as it was: see the glossary)
-        # A whole-frame look (and a second one) regresses landmarks on a shrunk frame: measure them again at
-        # full resolution, as following does.
-        return self.detector.refine(frame, look_again(frame, full_look, expected, self.detector), self.landmark_views)
+        return look_again(frame, full_look, expected, self.detector)
 
     def _full_look_due(self, time_s: float) -> bool:
         if not math.isfinite(time_s) or time_s - self._last_full_s >= self.every_s - 1e-6:
