@@ -44,10 +44,18 @@ def use_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) below the first with bf16 dot products: with one of
+# them set, bf16 is emulated whatever the CPU has (how an AVX2-only CPU is reproduced on any x86 machine).
+ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 @functools.cache
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere oneDNN emulates it, slower
-    than float32 (a training step of vgg-l: ~50 s in bf16 against ~4 s in float32 on an AVX2-only EPYC)."""
+    """Whether oneDNN computes bf16 natively here (AVX512-BF16 or AMX, not capped by ONEDNN_MAX_CPU_ISA);
+    elsewhere it emulates it, slower than float32 (a training step of vgg-l: ~50 s in bf16 against ~4 s in
+    float32 on an AVX2-only EPYC; analyze ~4x slower)."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ISAS_WITHOUT_BF16:
+        return False
     try:
         flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
     except OSError:

@@ -133,3 +133,15 @@ def test_on_a_cpu_every_batch_has_one_shape_and_padding_changes_no_answer(tiny_m
     one_by_one = np.concatenate([model.predict(crops[i : i + 1]) for i in range(len(crops))])
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)
     assert shapes == {(8, 1, 48, 48)} and together.shape == (21, 7)
+
+
+def test_bf16_is_not_chosen_where_onednn_is_capped_below_it(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 makes any x86 CPU compute like an AVX2-only one: bf16 would be emulated there."""
+    from emotiontrack import runtime
+
+    runtime.cpu_has_bf16.cache_clear()
+    try:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+        assert runtime.cpu_has_bf16() is False
+    finally:
+        runtime.cpu_has_bf16.cache_clear()
