@@ -27,7 +27,7 @@ def test_known_landmarks_land_on_the_canonical_points(angle, scale):
     radius = max(1.0, scale * 0.8)
     for x, y in points:  # drawn at sub-pixel precision (coordinates in 1/16 pixel)
         cv2.circle(image, (round(x * 16), round(y * 16)), round(radius * 16), (255, 255, 255), -1, cv2.LINE_AA, 4)
-    crop = aligned_crop(image, points, geometry)
+    crop, _ = aligned_crop(image, points, geometry)
     assert crop is not None and crop.shape == (48, 48)
     for cx, cy in geometry.landmarks:
         x0, y0 = int(cx) - 3, int(cy) - 3
@@ -52,7 +52,7 @@ def test_a_tilted_face_gives_the_upright_faces_crop(models):
     for i, rgb in enumerate((upright, tilted)):
         faces = models.detector.detect([Frame(i, 0.0, rgb)])[0]
         face = faces[[int(np.argmax(faces.score))]]
-        crop = aligned_crop(rgb, face.landmarks[0], FER2013_GEOMETRY)
+        crop, _ = aligned_crop(rgb, face.landmarks[0], FER2013_GEOMETRY)
         assert crop is not None
         crops.append(crop.astype(np.float64))
         boxes.append(crop_face(rgb, face.xyxy[0]).astype(np.float64))
@@ -72,7 +72,7 @@ def test_a_tilted_face_gives_the_upright_faces_crop(models):
 ])
 def test_implausible_landmarks_are_refused(landmarks):
     assert similarity(landmarks, FER2013_GEOMETRY) is None
-    assert aligned_crop(np.zeros((300, 300, 3), np.uint8), landmarks, FER2013_GEOMETRY) is None
+    assert aligned_crop(np.zeros((300, 300, 3), np.uint8), landmarks, FER2013_GEOMETRY)[0] is None
 
 
 def test_classifier_falls_back_to_the_box_crop_and_says_so(models):

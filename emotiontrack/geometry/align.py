@@ -107,10 +107,11 @@ def warp_face(rgb: np.ndarray, matrix: np.ndarray, size: int = INPUT_SIZE) -> np
     return cv2.resize(warped, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def aligned_crop(rgb: np.ndarray, landmarks: NDArray, geometry: Geometry) -> np.ndarray | None:
-    """The face warped onto the canonical geometry, or None when its landmarks are implausible."""
-    matrix = similarity(landmarks, geometry)
-    return None if matrix is None else warp_face(rgb, matrix, geometry.size)
+def aligned_crop(rgb: np.ndarray, landmarks: NDArray, geometry: Geometry) -> tuple[np.ndarray | None, float]:
+    """The face warped onto the canonical geometry (None when its landmarks are implausible), and the
+    alignment's residual (`fit`)."""
+    matrix, residual = fit(landmarks, geometry)
+    return (None if matrix is None else warp_face(rgb, matrix, geometry.size)), residual
 
 
 # FER2013's canonical landmarks, for models trained on images where too few faces are found to measure their

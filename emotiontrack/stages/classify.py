@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from emotiontrack.config import CROPS, AnalyzeConfig
 from emotiontrack.errors import ModelError
-from emotiontrack.geometry.align import fit, warp_face
+from emotiontrack.geometry.align import aligned_crop
 from emotiontrack.geometry.crops import square_crop
 from emotiontrack.model.predictor import EmotionModel
 from emotiontrack.types import INPUT_SIZE, Faces
@@ -59,12 +59,10 @@ class EmotionClassifier:
         crops, aligned = [], np.zeros(len(faces), np.bool_)
         errors = np.full(len(faces), np.nan, np.float32)
         for i, (box, points) in enumerate(zip(faces.xyxy, faces.landmarks)):
-            matrix, residual = fit(points, self.geometry) if self.geometry is not None else (None, np.nan)
-            if matrix is not None and self.geometry is not None:
-                crops.append(warp_face(rgb, matrix, self.geometry.size))
+            crop, residual = aligned_crop(rgb, points, self.geometry) if self.geometry is not None else (None, np.nan)
+            if crop is not None:
                 aligned[i], errors[i] = True, residual
-            else:
-                crops.append(crop_face(rgb, box, self.margin))
+            crops.append(crop if crop is not None else crop_face(rgb, box, self.margin))
         return crops, replace(faces, aligned=aligned, align_error=errors)
 
     def classify(self, frames_rgb: Sequence[NDArray[np.uint8]], faces_list: Sequence[Faces]) -> list[Faces]:
