@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +25,7 @@ import pyarrow as pa
 
 from emotiontrack.config import AnalyzeConfig
 from emotiontrack.errors import EmotionTrackError, OutputError
+from emotiontrack.media.live import LiveReader
 from emotiontrack.media.probe import probe
 from emotiontrack.outputs.charts import plot_overview, plot_shares, plot_timelines
 from emotiontrack.outputs.publish import (
@@ -83,16 +83,6 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def check_output_dir(out: Path) -> None:
-    """Fail at once if the output folder cannot be created or written."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".emotiontrack-write-test-"):
-            pass
-    except OSError as exc:
-        raise OutputError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
 
 
 def analyze_input(path: Path, out_dir: Path, config: AnalyzeConfig, models: Models,
@@ -218,14 +208,16 @@ def frame_sinks(staging: Path, info: VideoInfo, config: AnalyzeConfig) -> list[F
 
 def analyze_into(staging: Path, path: Path, info: VideoInfo, config: AnalyzeConfig, models: Models,
                  on_frames: Callable[[int], None] | None, source: str | None = None,
-                 identity: dict[str, object] | None = None) -> VideoResult:
+                 identity: dict[str, object] | None = None, live: LiveReader | None = None,
+                 sinks: Sequence[FrameSink] = ()) -> VideoResult:
     """Analyse one input and write all its outputs, the manifest last, into `staging`. `source` names the
-    input in the outputs (its s3:// URI; default: its path), `identity` its manifest (default: the path's)."""
+    input in the outputs (its s3:// URI; default: its path), `identity` its manifest (default: the path's);
+    a live source's frames come from `live`; `sinks` get the frames beside the usual outputs."""
     name = source or path_text(path)
     started = time.monotonic()
-    sinks = frame_sinks(staging, info, config)
+    sinks = [*frame_sinks(staging, info, config), *sinks]
     try:
-        result = analyze_video(info, config, models, on_frames, sinks)
+        result = analyze_video(info, config, models, on_frames, sinks, live=live)
         if result.decode_errors:
             log.warning("%s: %d decoder errors (damaged data); analysed the %d frames that decoded (container says %s)",
                         path, result.decode_errors, result.frames_decoded, info.n_frames or "unknown")

@@ -66,6 +66,20 @@ class AnalyzeConfig:
 
 
 @dataclass(frozen=True)
+class LiveOptions:
+    """How a live source (a network stream, a capture device) is captured; none of it changes how a frame is
+    analysed. Defaults for `analyze udp://...` and its --flush-s, --stall-s, --wait-s, --duration, --reconnect."""
+
+    flush_s: float = 5.0  # a Parquet part under <out>/<name>/live/ at least this often while rows come
+    stall_s: float = 10.0  # once video has come, this long without any ends the capture (or reconnects)
+    wait_s: float = 300.0  # how long to wait for the first video (an encoder started after us)
+    duration_s: float | None = None  # end the capture after this many seconds of video (None: no limit)
+    reconnect: bool = False  # open a dropped or stalled source again, with back-off, the timeline going on
+    # Analysed frames wait at most this many seconds of video for the analysis; older ones are skipped.
+    lag_s: float = 1.5
+
+
+@dataclass(frozen=True)
 class RayOptions:
     """Where and how `analyze --engine ray` runs (none of it changes a result)."""
 

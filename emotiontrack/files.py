@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,3 +72,13 @@ def make_private_dir(parent: Path, prefix: str) -> Path:
             return folder
         except FileExistsError:
             continue
+
+
+def check_output_dir(out: Path) -> None:
+    """Fail at once if the output folder cannot be created or written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".emotiontrack-write-test-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None

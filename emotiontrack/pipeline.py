@@ -21,6 +21,7 @@ import pandas as pd
 
 from emotiontrack.config import AnalyzeConfig, resolve_device
 from emotiontrack.media.frames import FrameSource
+from emotiontrack.media.live import LiveReader
 from emotiontrack.media.probe import probe
 from emotiontrack.outputs.timeline import timeline_metadata, timeline_table
 from emotiontrack.runtime import use_threads
@@ -62,20 +63,23 @@ def chunk_size(on_cpu: bool) -> int:
 
 def analyze_video(info: VideoInfo, config: AnalyzeConfig, models: Models, on_frames: Callable[[int], None] | None = None,
                   sinks: Sequence[FrameSink] = (), chunk: int | None = None,
-                  window: tuple[float, float] | None = None) -> VideoResult:
+                  window: tuple[float, float] | None = None, live: LiveReader | None = None) -> VideoResult:
     """Analyse one input. `on_frames(n)` is called as decoded frames are consumed (for progress); `sinks`
     get every frame (or only analysed ones) with its faces, in order, from the classification worker.
-    `window` (start_s, end_s) analyses only that span of a video (a segment, cluster/segments.py)."""
+    `window` (start_s, end_s) analyses only that span of a video (a segment, cluster/segments.py). A live
+    source's frames come from `live`, each analysed frame on its own, as soon as it arrives."""
     started = time.monotonic()
     keep_all = any(sink.wants_all_frames for sink in sinks)
-    chunk = chunk or chunk_size(models.detector.device.type == "cpu")
+    chunk = 1 if live else chunk or chunk_size(models.detector.device.type == "cpu")
     result = VideoResult(info)
     finder = FaceFinder(models.detector, FaceTracker(config.max_gap_s), config.detect_every_s)
-    with FrameSource(info, config.sample_fps, keep_all, window) as source, ClassifyWorker(models.classifier, sinks, result) as worker:
+    with FrameSource(info, config.sample_fps, keep_all, window, live) as source, ClassifyWorker(models.classifier, sinks, result) as worker:
         for frames in source.chunks(chunk, result.times, on_frames):
             worker.submit(frames, finder.find([frame for frame, analysed in frames if analysed], result.times))
         worker.wait()
         result.frames_decoded, result.decode_errors = source.frames_read, source.decode_errors
+    if live is not None:
+        result.live = live.facts()
     result.wall_s = time.monotonic() - started
     return result
 

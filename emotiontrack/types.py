@@ -49,6 +49,16 @@ class VideoInfo:
     # Width of a stored pixel over its height: players stretch anamorphic video (DV, some broadcast) by it.
     # Frames, boxes and the annotated video stay in stored pixels; the video carries the same ratio.
     sample_aspect: Fraction = Fraction(1)
+    url: str | None = None  # a live source's address (udp://..., /dev/video0); `path` is then its output name
+
+    @property
+    def is_live(self) -> bool:
+        return self.url is not None
+
+    @property
+    def source(self) -> str:
+        """The input as the user named it, for messages and outputs."""
+        return self.url or path_text(self.path)
 
     @property
     def output_fps(self) -> Fraction:
@@ -70,6 +80,7 @@ class Frame:
     pixels: NDArray[np.uint8] = field(repr=False)  # (H, W, 3) RGB, or (H * 3 / 2, W) I420 when is_i420
     name: str | None = None  # file name, for frames that come from an image folder
     is_i420: bool = False
+    arrived_s: float = float("nan")  # time.monotonic() when a live source delivered it (NaN for files)
     _rgb: list = field(default_factory=list, init=False, repr=False, compare=False)  # the converted pixels, once needed
 
     @property
@@ -199,6 +210,8 @@ class VideoResult:
     decode_errors: int = 0
     wall_s: float = 0.0
     times: StageTimes = field(default_factory=StageTimes)
+    live: dict[str, object] | None = None  # a live capture's facts (media/live.py LiveReader.facts)
+    latency_s: list[float] = field(default_factory=list)  # live: seconds from a frame's arrival to its emotions
 
     @property
     def frames_analysed(self) -> int:

@@ -16,6 +16,7 @@ LAYERS = {
     "stages": 5, "outputs": 5,
     "pipeline": 6, "s3": 6,
     "batch": 7, "synthetic": 7,
+    "live": 8,
     "cluster": 8,
     "cli": 9,
     "api": 10,

@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from emotiontrack.cli.bars import InputBars, print_summary
+from emotiontrack.cli.live import add_live_options, check_live_usage, run_live
 from emotiontrack.cli.options import non_negative_float, positive_float, positive_int, probability
 from emotiontrack.cli.progress import progress_bars
 from emotiontrack.cli.signals import clean_up_on_signals
@@ -32,7 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="analyse videos and image folders into per-face emotion timelines",
                        description="Detect, track and classify every face; write <out>/<input>/timeline.parquet per input.")
     p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="video files (any format ffmpeg reads), image folders, or s3://bucket/key videos")
+                   help="video files (any format ffmpeg reads), image folders, s3://bucket/key videos, or one live "
+                        "source: udp://, rtp://, rtsp://, rtmp://, srt://, http(s):// (HLS) or /dev/video*")
     p.add_argument("-o", "--output", default="emotiontrack-results",
                    help="output folder, or an s3://bucket/prefix (staged on local disk, then uploaded; "
                         "endpoint and credentials as boto3 takes them) (default: %(default)s)")
@@ -40,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _output_options(p.add_argument_group("outputs"), d)
     _machine_options(p.add_argument_group("models and machine"), d)
     _cluster_options(p, d)
+    add_live_options(p)
 
 
 def _analysis_options(p: argparse._ActionsContainer, d: AnalyzeConfig) -> None:
@@ -117,11 +120,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
     started = time.monotonic()
     if args.segment_s and (args.engine != "ray" or args.video):
         raise UsageError("--segment-s needs --engine ray and --no-video (segments are not drawn yet)")
+    live = check_live_usage(args)
     if args.engine == "ray" and args.ray_address:  # before anything is written (ray_session checks it too)
         from emotiontrack.cluster.session import check_reachable
 
         check_reachable(args.ray_address)
     config = AnalyzeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AnalyzeConfig)})
+    if live:
+        _check_output(args.output, None)
+        return run_live(args, config, console)
     with loading():  # imports and models without garbage collection, frozen after (runtime.py): the CLI's alone
         from emotiontrack.batch import write_run_summary
         from emotiontrack.pipeline import load_models
@@ -147,11 +154,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 def _check_output(output: str, remote) -> None:
     """The output can be written (a bucket, or a folder: swept of what an interrupted run left there)."""
-    from emotiontrack.batch import check_output_dir
+    from emotiontrack.files import check_output_dir
     from emotiontrack.outputs.publish import sweep_leftovers
-    from emotiontrack.s3 import check_writable
 
     if remote is not None:
+        from emotiontrack.s3 import check_writable
+
         check_writable(remote)
         return
     check_output_dir(Path(output))

@@ -38,8 +38,8 @@ from emotiontrack.types import Frame, VideoInfo
 
 log = logging.getLogger(__name__)
 
-_SHOWINFO = re.compile(r"Parsed_showinfo_(\d+).*\bn:\s*(\d+)\s+pts:\s*(-?\d+|NOPTS)\s+pts_time:(\S+)")
-_DECODE_ERROR = re.compile(r"error while decoding|corrupt|invalid nal|concealing|missing picture|decode_slice", re.I)
+SHOWINFO = re.compile(r"Parsed_showinfo_(\d+).*\bn:\s*(\d+)\s+pts:\s*(-?\d+|NOPTS)\s+pts_time:(\S+)")
+DECODE_ERROR = re.compile(r"error while decoding|corrupt|invalid nal|concealing|missing picture|decode_slice", re.I)
 QUEUE_BYTES = 96 * 2**20  # frames decoded ahead of the pipeline, at most
 
 
@@ -96,7 +96,7 @@ class VideoReader:
         self._reader.start()
 
     def _on_stderr_line(self, line: str) -> None:
-        match = _SHOWINFO.search(line)
+        match = SHOWINFO.search(line)
         if match:
             stage, index, pts = int(match[1]), int(match[2]), match[3]
             time_s = math.nan if pts == "NOPTS" else float(match[4])
@@ -111,7 +111,7 @@ class VideoReader:
                     self._timestamps.put((index, time_s))
             else:  # a sampled frame: its source index is the one showinfo_0 gave the latest frame with its pts
                 self._timestamps.put(next(((i, t) for p, i, t in reversed(self._decoded) if p == pts), (index, time_s)))
-        elif _DECODE_ERROR.search(line.replace(self._path_text, "")):  # "corrupt.mp4" is no decoder error
+        elif DECODE_ERROR.search(line.replace(self._path_text, "")):  # "corrupt.mp4" is no decoder error
             self.decode_errors += 1
 
     def _read_frames(self) -> None:

@@ -42,7 +42,7 @@ class VideoEncoder:
 
     def __init__(self, path: Path, info: VideoInfo, width: int, height: int, crf: int = 23, preset: str = "ultrafast"):
         self.path, self.tmp = path, temporary_path(path)
-        self.label = f"{info.path}: annotated video"  # messages name the input, not the staging folder
+        self.label = f"{info.source}: annotated video"  # messages name the input, not the staging folder
         # Even-sized frames cross the pipe as I420 (converted by OpenCV, the inverse of the decoder's
         # conversion); odd sizes go as RGB and are padded by a pixel, as yuv420p needs even sizes.
         self._i420 = width % 2 == 0 and height % 2 == 0

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from emotiontrack import __version__
 from emotiontrack.config import AnalyzeConfig
 from emotiontrack.files import atomic_file
-from emotiontrack.types import EMOTIONS, Faces, VideoResult, path_text
+from emotiontrack.types import EMOTIONS, Faces, VideoResult
 
 TIMELINE_SCHEMA = pa.schema(
     [
@@ -71,10 +71,10 @@ def to_table(video: str, faces_per_frame: Sequence[Faces], metadata: dict[str, o
 def timeline_metadata(result: VideoResult, config: AnalyzeConfig, model_sha256: str) -> dict[str, object]:
     """The run facts and settings stored in the timeline's schema metadata."""
     info = result.info
-    return {
+    facts = {
         "emotiontrack_version": __version__,
         "model_sha256": model_sha256,
-        "source": path_text(info.path),
+        "source": info.source,
         "source_fps": str(info.fps),
         "source_fps_float": float(info.fps),
         "duration_s": info.duration_s if math.isfinite(info.duration_s) else None,
@@ -86,13 +86,25 @@ def timeline_metadata(result: VideoResult, config: AnalyzeConfig, model_sha256: 
         "decode_errors": result.decode_errors,
         "settings": config.settings(),
     }
+    if result.live is not None:  # a live capture: when it started (UTC), how it went, how late rows came
+        facts["started_at"] = result.live.get("started_at")
+        facts["live"] = {**result.live, "latency_s": latency_summary(result.latency_s)}
+    return facts
+
+
+def latency_summary(latency_s: Sequence[float]) -> dict[str, float | None]:
+    """Median, 95th percentile and maximum of a live capture's latencies (None without any)."""
+    if not len(latency_s):
+        return {"p50": None, "p95": None, "max": None}
+    p50, p95 = np.percentile(latency_s, [50, 95])
+    return {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "max": round(float(np.max(latency_s)), 3)}
 
 
 def timeline_table(result: VideoResult, config: AnalyzeConfig, model_sha256: str, video: str | None = None) -> pa.Table:
     """The published timeline: rows, smoothed columns and metadata."""
     from emotiontrack.outputs.summary import add_smoothed
 
-    table = to_table(video or path_text(result.info.path), result.faces, timeline_metadata(result, config, model_sha256))
+    table = to_table(video or result.info.source, result.faces, timeline_metadata(result, config, model_sha256))
     return add_smoothed(table, config.smooth_s)
 
 

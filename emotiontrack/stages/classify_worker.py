@@ -8,6 +8,8 @@ errors are raised in the caller's thread by the next call.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
@@ -52,6 +54,8 @@ class ClassifyWorker:
         with times.measure("classify"):
             analysed = self.classifier.classify([frame.rgb for frame, take in chunk if take], tracked)
         self.result.faces.extend(analysed)
+        done = time.monotonic()  # a live frame's emotions are known: how long after it arrived
+        self.result.latency_s += [done - frame.arrived_s for frame, take in chunk if take and math.isfinite(frame.arrived_s)]
         results = iter(analysed)
         with times.measure("annotate"):
             for frame, take in chunk:
