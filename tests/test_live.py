@@ -81,6 +81,8 @@ def test_a_stream_that_ends_is_published_with_its_parts(tmp_path, live_clip, ffm
         time.sleep(0.5)
         if seen_while_running is None and list((folder / "live").glob("part-*.parquet")):
             seen_while_running = pd.read_parquet(folder / "live")
+    time.sleep(2.0)  # the stream has ended; the capture waits --stall-s (3 s) for more
+    assert proc.poll() is None and pd.read_parquet(folder / "live").time_s.max() > 7.0  # the last rows are out
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     assert seen_while_running is not None  # rows were readable before the stream ended
