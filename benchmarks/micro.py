@@ -110,8 +110,9 @@ def time_startup(rounds: int = 3) -> None:
         subprocess.run([sys.executable, "-c", STARTUP_STEPS], check=True)
 
 
-def time_classify(models: list[Path], rounds: int = 3) -> None:
-    """Milliseconds a face of EmotionModel.predict on one thread, float32 and bf16, batches of 16 and 64,
+def time_classify(models: list[Path], rounds: int = 3, precisions: tuple[str, ...] = ("fp32", "bf16", "int8")) -> None:
+    """Milliseconds a face of EmotionModel.predict on one thread, in each precision (int8 where the model has
+    its calibration; bf16 is emulated, ~10x slower, on CPUs without it), batches of 16 and 64,
     in alternating rounds (mirror averaging included where the model has it)."""
     import numpy as np
     import torch
@@ -120,16 +121,19 @@ def time_classify(models: list[Path], rounds: int = 3) -> None:
 
     torch.set_num_threads(1)
     crops = np.random.default_rng(0).integers(0, 255, (64, 48, 48), dtype=np.uint8)
-    classifiers = {(str(m), bf16): EmotionModel.load(m, bf16=bf16) for m in models for bf16 in (False, True)}
+    from emotiontrack.model.int8 import file_sha256, load_calibration
+
+    classifiers = {(str(m), p): EmotionModel.load(m, precision=p) for m in models for p in precisions
+                   if p != "int8" or load_calibration(m, file_sha256(m)) is not None}
     for _ in range(rounds):
-        for (name, bf16), classifier in classifiers.items():
+        for (name, precision), classifier in classifiers.items():
             for batch in (16, 64):
                 classifier.predict(crops[:batch])
                 started = time.perf_counter()
                 for _ in range(3):
                     classifier.predict(crops[:batch])
                 ms = (time.perf_counter() - started) / 3 / batch * 1000
-                print(f"{name} {'bf16' if bf16 else 'fp32'} batch {batch}: {ms:.2f} ms a face", flush=True)
+                print(f"{name} {precision} batch {batch}: {ms:.2f} ms a face", flush=True)
 
 
 SHAPES_SCRIPT = """
@@ -137,7 +141,7 @@ import resource, sys, time
 import numpy as np, torch
 from emotiontrack.model.predictor import EmotionModel
 torch.set_num_threads(1)
-model = EmotionModel.load(sys.argv[1], bf16=False)
+model = EmotionModel.load(sys.argv[1], precision="fp32")
 crops = np.random.default_rng(0).integers(0, 255, (40, 48, 48), dtype=np.uint8)
 started = time.perf_counter()
 for n in range(1, 41):
@@ -167,7 +171,7 @@ def main() -> None:
     threads = sub.add_parser("threads", help="CPU seconds per thread of one CLI run")
     threads.add_argument("cli_args", nargs=argparse.REMAINDER, help="arguments for `emotiontrack`, after --")
     sub.add_parser("startup", help="time analyze's imports and model loading in fresh interpreters")
-    classify = sub.add_parser("classify", help="ms a face of the emotion model on one thread, float32 and bf16")
+    classify = sub.add_parser("classify", help="ms a face of the emotion model on one thread, float32, bf16 and int8")
     classify.add_argument("models", type=Path, nargs="+", help="model files (.keras)")
     shapes = sub.add_parser("shapes", help="memory and time of batches of every size, padded or not")
     shapes.add_argument("model", type=Path, nargs="?", default=Path(__file__).resolve().parents[1] / "models" / "emotiontrack.keras")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 DEFAULT_MODEL_NAME = "emotiontrack.keras"
 CROPS = ("aligned", "box")  # how faces are cropped for the classifier (AnalyzeConfig.crop)
+PRECISIONS = ("auto", "fp32", "bf16", "int8")  # the CNN's arithmetic (AnalyzeConfig.precision, model/predictor.py)
 
 
 def default_model_path() -> Path:
@@ -46,6 +47,9 @@ class AnalyzeConfig:
     smooth_s: float = 1.0  # temporal smoothing window per face, seconds (0 = none)
     video: bool = True  # write the annotated video (annotated stills for image folders)
     device: str = "auto"  # auto | cpu | cuda
+    # The CNN's arithmetic: auto = bf16 on CPUs with native bf16, int8 on other x86 CPUs (with the model's int8
+    # calibration), float32 on a GPU (model/predictor.py); or fp32 | bf16 | int8. Recorded with the result.
+    precision: str = "auto"
     threads: int = 1  # CPU threads for MTCNN and the CNN (ffmpeg decodes and encodes in its own processes)
     # Split each video into segments of this many seconds, analysed in parallel and stitched (--engine ray
     # only; 0 = one pass). Tracks are stitched in the overlaps, so ids and detections may differ from a pass.

@@ -50,7 +50,7 @@ def load_models(config: AnalyzeConfig) -> Models:
     use_threads(config.threads)
     device = resolve_device(config.device)
     return Models(MTCNNDetector(config.min_face, config.min_score, device),
-                  EmotionClassifier.load(config.model, config.margin, device, config.crop))
+                  EmotionClassifier.load(config.model, config.margin, device, config.crop, config.precision))
 
 
 def chunk_size(on_cpu: bool) -> int:
@@ -71,7 +71,7 @@ def analyze_video(info: VideoInfo, config: AnalyzeConfig, models: Models, on_fra
     started = time.monotonic()
     keep_all = any(sink.wants_all_frames for sink in sinks)
     chunk = 1 if live else chunk or chunk_size(models.detector.device.type == "cpu")
-    result = VideoResult(info)
+    result = VideoResult(info, precision=models.classifier.model.precision)
     finder = FaceFinder(models.detector, FaceTracker(config.max_gap_s), config.detect_every_s)
     with FrameSource(info, config.sample_fps, keep_all, window, live) as source, ClassifyWorker(models.classifier, sinks, result) as worker:
         for frames in source.chunks(chunk, result.times, on_frames):

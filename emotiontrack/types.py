@@ -212,6 +212,7 @@ class VideoResult:
     times: StageTimes = field(default_factory=StageTimes)
     live: dict[str, object] | None = None  # a live capture's facts (media/live.py LiveReader.facts)
     latency_s: list[float] = field(default_factory=list)  # live: seconds from a frame's arrival to its emotions
+    precision: str = ""  # the CNN's arithmetic as it ran (model/predictor.py): fp32, bf16 or int8
 
     @property
     def frames_analysed(self) -> int:

@@ -12,7 +12,7 @@ from emotiontrack.cli.signals import clean_up_on_signals
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from emotiontrack.config import default_model_path
+    from emotiontrack.config import PRECISIONS, default_model_path
 
     p = sub.add_parser("evaluate", help="score a model on a folder-per-emotion split",
                        description="Accuracy, macro-F1, per-class scores, confusion matrix, calibration (ECE), speed.")
@@ -23,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout instead of tables")
     p.add_argument("--plots", type=Path, metavar="DIR", help="write confusion.png and reliability.png into DIR")
     p.add_argument("--save", type=Path, metavar="FILE", help="also write the JSON report to FILE")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="the CNN's arithmetic, as for analyze: auto is what analyze uses on this machine (default: auto)")
     p.add_argument("--tta", action="store_true",
                    help="average over test-time views (the image and four copies shifted by 2 px, each with its mirror "
                         "image): for reports; analyze classifies each face once")
@@ -39,7 +41,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     with progress_bars(console, transient=True) as progress:
         task = progress.add_task("evaluating", total=None)
         report = evaluate(args.data, args.model, on_batch=lambda n: progress.advance(task, n),
-                          on_loaded=lambda n: progress.update(task, total=n), split_name=args.split, tta=args.tta)
+                          on_loaded=lambda n: progress.update(task, total=n), split_name=args.split, tta=args.tta,
+                          precision=args.precision)
     if args.plots:
         report["plots"] = [str(p) for p in save_plots(report, args.plots)]
     if args.save:
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(report))
         return 0
     out = Console()
-    out.print(f"{report['data']}: {report['n']} images, model {report['model']}")
+    out.print(f"{report['data']}: {report['n']} images, model {report['model']} ({report['precision']})")
     acc_lo, acc_hi = report["accuracy_ci95"]
     f1_lo, f1_hi = report["macro_f1_ci95"]
     out.print(f"accuracy {report['accuracy']:.4f} ({acc_lo:.3f}-{acc_hi:.3f})   macro-F1 {report['macro_f1']:.4f} "

@@ -14,11 +14,11 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from emotiontrack import __version__
-from emotiontrack.cli import analyze, evaluate, train
+from emotiontrack.cli import analyze, evaluate, quantize, train
 from emotiontrack.cli.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 from emotiontrack.errors import EmotionTrackError, UsageError
 
-COMMANDS = {"analyze": analyze, "train": train, "evaluate": evaluate}  # each module: add_parser(sub), run(args, console)
+COMMANDS = {"analyze": analyze, "train": train, "evaluate": evaluate, "quantize": quantize}  # each module: add_parser(sub), run(args, console)
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 

@@ -131,10 +131,10 @@ def shifted(images: NDArray[np.uint8], dx: int, dy: int) -> NDArray[np.uint8]:
 
 def evaluate(data: Path, model_path: Path, on_batch: Callable[[int], None] | None = None,
              on_loaded: Callable[[int], None] | None = None, split_name: str | None = None,
-             tta: bool = False) -> dict[str, Any]:
-    """Score the model on a split; with `tta`, probabilities averaged over TTA_OFFSETS views (for reports:
-    `analyze` classifies each face once)."""
-    model = EmotionModel.load(model_path)  # dataset images are face crops already
+             tta: bool = False, precision: str = "auto") -> dict[str, Any]:
+    """Score the model on a split, in `precision` as `analyze` would run it here; with `tta`, probabilities
+    averaged over TTA_OFFSETS views (for reports: `analyze` classifies each face once)."""
+    model = EmotionModel.load(model_path, precision=precision)  # dataset images are face crops already
     labels = list(EMOTIONS)
     split = load_split(data, EMOTIONS, require_all=False, split=split_name)
     views = TTA_OFFSETS if tta else TTA_OFFSETS[:1]
@@ -146,7 +146,7 @@ def evaluate(data: Path, model_path: Path, on_batch: Callable[[int], None] | Non
     seconds = time.perf_counter() - started
     report = classification_report(probs, split.labels, labels)
     report.update({"data": split.source, "model": str(model_path), "images_per_s": len(split) / seconds,
-                   "temperature": model.net.temperature, "backend": "torch",
+                   "temperature": model.net.temperature, "backend": "torch", "precision": model.precision,
                    "tta_views": len(views) * (2 if model.net.flip_average else 1)})
     return report
 

@@ -1,9 +1,11 @@
 """The product model loaded for inference: 48x48 grayscale face crops in, calibrated probabilities out.
 
-One place decides how the network runs on this machine: torch, on the configured device, with bf16
-convolutions where the CPU computes bf16 natively (AVX512-BF16, AMX) and float32 elsewhere (emulated bf16 is
-~10x slower). `analyze` (through stages/classify.py), `evaluate`, distillation and the benchmarks all predict
-through `EmotionModel.predict`, so they score exactly what runs.
+One place decides how the network runs on this machine (`resolve_precision`): torch, on the configured device;
+on a CPU with native bf16 (AVX512-BF16, AMX) bf16 convolutions; on other x86 CPUs (AVX2) int8 (model/int8.py:
+~2x faster than float32, its accuracy in models/MODEL_CARD.md) where the model ships its int8 calibration,
+else float32 (emulated bf16 is ~10x slower); on a GPU float32. `--precision` overrides the choice.
+`analyze` (through stages/classify.py), `evaluate`, distillation and the benchmarks all predict through
+`EmotionModel.predict`, so they score exactly what runs.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from emotiontrack.config import PRECISIONS
 from emotiontrack.errors import ModelError
 from emotiontrack.geometry.align import Geometry
+from emotiontrack.model import int8
 from emotiontrack.model.torchnet import EmotionNet, load_network
 from emotiontrack.runtime import cpu_has_bf16
 from emotiontrack.types import EMOTIONS
@@ -34,24 +38,34 @@ class EmotionModel:
     """`predict(crops) -> probabilities` (n, 7) in EMOTIONS order, for (n, 48, 48) uint8 grayscale crops."""
 
     def __init__(self, net: EmotionNet, device: str | torch.device = "cpu", model_sha256: str = "",
-                 bf16: bool | None = None):
+                 precision: str = "auto", int8_calibration: dict | None = None):
         if sorted(net.labels) != sorted(EMOTIONS):
             raise ModelError(f"model classes {net.labels} are not the seven emotions {list(EMOTIONS)}")
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device.type, int8_calibration is not None)
+        if self.precision == "int8":
+            assert int8_calibration is not None
+            net = int8.int8_network(net, int8_calibration)
         # NHWC lets CPU convolutions and pooling vectorise: ~2x faster here for these small feature maps.
         self._memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         self.net = net.to(self.device).to(memory_format=self._memory_format).eval()
         self.model_sha256 = model_sha256
         self.batch_size = BATCH_CPU if self.device.type == "cpu" else BATCH_GPU
-        # None decides by the CPU; False keeps float32 everywhere (models/MODEL_CARD.md: the same accuracy).
-        self.bf16 = (self.device.type == "cpu" and cpu_has_bf16()) if bf16 is None else bf16
+        self.bf16 = self.precision == "bf16"
         self._order = [net.labels.index(name) for name in EMOTIONS]  # model output -> EMOTIONS columns
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu", bf16: bool | None = None) -> EmotionModel:
-        """The model in a file written by `emotiontrack train` (ModelError for anything else)."""
+    def load(cls, path: str | Path, device: str | torch.device = "cpu", precision: str = "auto") -> EmotionModel:
+        """The model in a file written by `emotiontrack train` (ModelError for anything else), with its int8
+        calibration (`<model>.int8.json`) where one was made for this very file."""
         path = Path(path)
-        return cls(load_network(path), device, hashlib.sha256(path.read_bytes()).hexdigest(), bf16)
+        net = load_network(path)
+        sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        calibration = int8.load_calibration(path, sha256)
+        if precision == "int8" and calibration is None:
+            raise ModelError(f"{path} has no int8 calibration ({int8.sidecar_path(path).name}): "
+                             f"make one with `emotiontrack quantize {path} DATA_DIR`")
+        return cls(net, device, sha256, precision, calibration)
 
     @property
     def geometry(self) -> Geometry | None:
@@ -69,6 +83,22 @@ class EmotionModel:
                 x = torch.from_numpy(batch)[:, None].to(self.device).float().contiguous(memory_format=self._memory_format)
                 parts.append(self.net(x).float().cpu().numpy()[: min(self.batch_size, len(crops) - i)])
         return np.concatenate(parts)[:, self._order].astype(np.float32)
+
+
+def resolve_precision(precision: str, device_type: str, has_int8: bool) -> str:
+    """What "auto" means here: bf16 on CPUs that compute it natively, int8 on other x86 CPUs (where the model has
+    an int8 calibration), float32 on a GPU and elsewhere. An explicit choice is checked, not changed."""
+    if precision not in PRECISIONS:
+        raise ModelError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "int8" and (device_type != "cpu" or not int8.available()):
+        raise ModelError("--precision int8 runs on an x86 CPU (torch's oneDNN quantized engine)")
+    if precision != "auto":
+        return precision
+    if device_type != "cpu":
+        return "fp32"
+    if cpu_has_bf16():
+        return "bf16"
+    return "int8" if has_int8 and int8.available() else "fp32"
 
 
 def padded(crops: NDArray[np.uint8], batch_size: int) -> NDArray[np.uint8]:

@@ -45,7 +45,7 @@ class EmotionNet(nn.Module):
             return torch.softmax(logits / self.temperature, dim=1)
 
 
-class _Rescale(nn.Module):
+class Rescale(nn.Module):
     def __init__(self, scale: float, offset: float):
         super().__init__()
         self.scale, self.offset = scale, offset
@@ -54,7 +54,7 @@ class _Rescale(nn.Module):
         return x * self.scale + self.offset
 
 
-class _FlattenChannelsLast(nn.Module):
+class FlattenChannelsLast(nn.Module):
     """Keras flattens (H, W, C) feature maps: the Dense weights expect that order."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,7 +101,7 @@ def _build(path: Path, layers: list[dict], weights: dict[str, list[np.ndarray]])
         if kind == "HorizontalFlip":
             flip_average = True
         elif kind == "Rescaling":
-            modules.append(_Rescale(float(cfg["scale"]), float(cfg["offset"])))
+            modules.append(Rescale(float(cfg["scale"]), float(cfg["offset"])))
         elif kind == "Conv2D":
             modules += _conv(path, cfg, params)
         elif kind == "Dense":
@@ -113,7 +113,7 @@ def _build(path: Path, layers: list[dict], weights: dict[str, list[np.ndarray]])
         elif kind == "MaxPooling2D" and cfg["padding"] == "valid":
             modules.append(nn.MaxPool2d(tuple(cfg["pool_size"]), tuple(cfg["strides"] or cfg["pool_size"])))
         elif kind == "Flatten":
-            modules.append(_FlattenChannelsLast())
+            modules.append(FlattenChannelsLast())
         elif kind == "CalibratedSoftmax":
             labels, temperature = cfg["labels"], float(params[0]) if params else float(cfg["temperature"])
             landmarks = cfg.get("landmarks")

@@ -85,6 +85,7 @@ def timeline_metadata(result: VideoResult, config: AnalyzeConfig, model_sha256: 
         "analysed_frames": result.frames_analysed,
         "decode_errors": result.decode_errors,
         "settings": config.settings(),
+        "precision": result.precision,  # what --precision auto chose on this machine
     }
     if result.live is not None:  # a live capture: when it started (UTC), how it went, how late rows came
         facts["started_at"] = result.live.get("started_at")

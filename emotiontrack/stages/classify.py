@@ -45,9 +45,9 @@ class EmotionClassifier:
 
     @classmethod
     def load(cls, path: str | Path, margin: float = AnalyzeConfig.margin, device: str = "cpu",
-             crop: str = AnalyzeConfig.crop, bf16: bool | None = None) -> EmotionClassifier:
+             crop: str = AnalyzeConfig.crop, precision: str = AnalyzeConfig.precision) -> EmotionClassifier:
         """The classifier for a model file written by `emotiontrack train` (ModelError for anything else)."""
-        return cls(EmotionModel.load(path, device, bf16), margin, crop)
+        return cls(EmotionModel.load(path, device, precision), margin, crop)
 
     @property
     def model_sha256(self) -> str:
