@@ -2,11 +2,11 @@
 
 Models are loaded once (`load_models`) and passed in; `analyze_video` keeps no state between inputs (a
 new tracker per video). Threads of one analysis: ffmpeg decodes in its own process, a reader thread
-turns its pipe into frames (media/decode.py, a queue of ~96 MB bounds them); the caller's thread groups
+turns its pipe into frames (media/decode.py, a queue of ~32 MB bounds them); the caller's thread groups
 frames into chunks (media/frames.py), detects and tracks their faces (stages/schedule.py); one worker
 thread classifies a chunk's faces beside the detection of the next and hands the frames to the sinks
 (stages/classify_worker.py, one chunk at a time); the annotated video draws and encodes on a thread of its
-own (outputs/video.py, a queue of ~128 MB).
+own (outputs/video.py, a queue of ~32 MB).
 """
 
 from __future__ import annotations

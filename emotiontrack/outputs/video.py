@@ -26,7 +26,7 @@ from emotiontrack.outputs.smooth import smooth_track
 from emotiontrack.types import Faces, Frame, VideoInfo
 
 PENDING_BYTES = 512 * 2**20  # frames held for lookahead, at most (4K video draws a little earlier)
-INBOX_BYTES = 128 * 2**20  # frames queued for the drawing thread, at most
+INBOX_BYTES = 32 * 2**20  # frames queued for the drawing thread, at most
 ABORT_WAIT_S = 10.0  # how long `abort` lets the drawing thread finish a frame before it kills the encoder
 
 
