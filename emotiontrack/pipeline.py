@@ -77,7 +77,7 @@ def analyze_video(info: VideoInfo, config: AnalyzeConfig, models: Models, on_fra
         for frames in source.chunks(chunk, result.times, on_frames):
             worker.submit(frames, finder.find([frame for frame, analysed in frames if analysed], result.times))
         worker.wait()
-        result.frames_decoded, result.decode_errors = source.frames_read, source.decode_errors
+        result.frames_decoded, result.decode_errors, result.cuts_s = source.frames_read, source.decode_errors, source.cuts_s
     if live is not None:
         result.live = live.facts()
     result.wall_s = time.monotonic() - started

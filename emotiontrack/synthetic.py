@@ -66,7 +66,8 @@ def render(size: tuple[int, int], sprites: Sequence[Sprite], t: float, backgroun
 
 
 def write_clip(path: Path, sprites: Sequence[Sprite], size: tuple[int, int] = (1280, 720), fps: Fraction | int = 25,
-               duration_s: float = 4.0, audio: bool = False, codec: Sequence[str] = ("-c:v", "libx264", "-preset", "ultrafast")) -> list[list]:
+               duration_s: float = 4.0, audio: bool = False, codec: Sequence[str] = ("-c:v", "libx264", "-preset", "ultrafast"),
+               background: int = 70) -> list[list]:
     """Encode the clip; returns the visible boxes for every frame."""
     fps = Fraction(fps)
     n_frames = int(round(duration_s * fps))
@@ -80,7 +81,7 @@ def write_clip(path: Path, sprites: Sequence[Sprite], size: tuple[int, int] = (1
     with subprocess.Popen(args, stdin=subprocess.PIPE) as proc:
         stdin = pipe(proc.stdin)
         for i in range(n_frames):
-            frame, boxes = render(size, sprites, float(i / fps))
+            frame, boxes = render(size, sprites, float(i / fps), background)
             stdin.write(frame.tobytes())
             truth.append(boxes)
         stdin.close()

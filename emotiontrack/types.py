@@ -81,6 +81,7 @@ class Frame:
     name: str | None = None  # file name, for frames that come from an image folder
     is_i420: bool = False
     arrived_s: float = float("nan")  # time.monotonic() when a live source delivered it (NaN for files)
+    shot: int = 0  # shot cuts before it in the source (media/decode.py): faces are never followed across one
     _rgb: list = field(default_factory=list, init=False, repr=False, compare=False)  # the converted pixels, once needed
 
     @property
@@ -213,6 +214,7 @@ class VideoResult:
     live: dict[str, object] | None = None  # a live capture's facts (media/live.py LiveReader.facts)
     latency_s: list[float] = field(default_factory=list)  # live: seconds from a frame's arrival to its emotions
     precision: str = ""  # the CNN's arithmetic as it ran (model/predictor.py): fp32, bf16 or int8
+    cuts_s: list[float] = field(default_factory=list)  # shot cuts found in the source (media/decode.py)
 
     @property
     def frames_analysed(self) -> int:

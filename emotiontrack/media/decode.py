@@ -38,6 +38,12 @@ from emotiontrack.types import Frame, VideoInfo
 
 log = logging.getLogger(__name__)
 
+# ffmpeg's scene-change detector logs each shot cut it finds ("lavfi.scd.score: 45.5, lavfi.scd.time: 6")
+SCENE_CUT = re.compile(r"Parsed_scdet_\d+.*lavfi\.scd\.time:\s*(-?[\d.]+)")
+# scdet's score is the mean absolute difference between consecutive frames, in percent, past what the
+# frames before changed: 10 is its own default. A hard cut to another shot (another background) scores
+# 10-60 on our test material; faces changing in place, moving or turning stay under 3.
+SCENE_THRESHOLD = 10.0
 SHOWINFO = re.compile(r"Parsed_showinfo_(\d+).*\bn:\s*(\d+)\s+pts:\s*(-?\d+|NOPTS)\s+pts_time:(\S+)")
 DECODE_ERROR = re.compile(r"error while decoding|corrupt|invalid nal|concealing|missing picture|decode_slice", re.I)
 QUEUE_BYTES = 32 * 2**20  # frames decoded ahead of the pipeline, at most (96 MB, with 128 MB for the video's inbox, peaked ~60 MB higher, at the same speed: docs/performance.md)
@@ -61,8 +67,9 @@ class VideoReader:
         self.decode_errors = 0  # decoder complaints (corrupt packets, concealed slices)
         self.frames_read = 0  # every decoded frame, passed on or not
         # (pts, index, time) of the latest decoded frames: a sampled frame's index is looked up here by its pts
-        self._decoded: deque[tuple[str, int, float]] = deque(maxlen=256)
-        self._timestamps: queue.Queue[tuple[int, float]] = queue.Queue()
+        self._decoded: deque[tuple[str, int, float, int]] = deque(maxlen=256)
+        self._timestamps: queue.Queue[tuple[int, float, int]] = queue.Queue()  # (index, time, shot) per frame passed on
+        self.cuts_s: list[float] = []  # times of the shot cuts found (the first frame of each new shot)
         self._frames: queue.Queue[Frame | BaseException | None] = queue.Queue(
             max(2, QUEUE_BYTES // (info.width * info.height * 3))
         )
@@ -70,9 +77,10 @@ class VideoReader:
         # Frames cross the pipe and are kept as I420 (half the bytes of RGB; pipe copies cost as much CPU as
         # decoding here). Odd frame sizes have no exact I420 layout: RGB then.
         self._i420 = info.width % 2 == 0 and info.height % 2 == 0
-        # showinfo without checksums: they cost more than decoding the frame.
-        filters = "showinfo=checksum=0"
-        if sample_fps:  # showinfo_0 sees every decoded frame, showinfo_2 the ones passed on
+        # Shot cuts are found on every decoded frame (scdet, before any frame is dropped; ~0 cost beside decoding);
+        # showinfo without checksums (they cost more than decoding the frame) then numbers each frame.
+        filters = f"scdet=threshold={SCENE_THRESHOLD},showinfo=checksum=0"
+        if sample_fps:  # showinfo_1 sees every decoded frame, showinfo_3 the ones passed on
             slot = f"floor(%s*{float(sample_fps)!r}+1e-6)"
             filters += (f",select='isnan(t)+isnan(prev_selected_t)+gte({slot % 't'}-{slot % 'prev_selected_t'}\\,1)'"
                         ",showinfo=checksum=0")
@@ -100,17 +108,21 @@ class VideoReader:
         if match:
             stage, index, pts = int(match[1]), int(match[2]), match[3]
             time_s = math.nan if pts == "NOPTS" else float(match[4])
-            if stage == 0:
+            shot = len(self.cuts_s)  # scdet logs a cut before showinfo logs that frame
+            if stage == 1:
                 # showinfo's own count restarts whenever the filter graph is rebuilt (a resolution change
                 # mid-stream, as in conferencing recordings): the source index is this count of decoded frames.
                 index = self.frames_read if self.window is None or pts == "NOPTS" else round(time_s * float(self.info.fps))
                 self.frames_read += 1
                 if self._sampled:
-                    self._decoded.append((pts, index, time_s))
+                    self._decoded.append((pts, index, time_s, shot))
                 else:
-                    self._timestamps.put((index, time_s))
-            else:  # a sampled frame: its source index is the one showinfo_0 gave the latest frame with its pts
-                self._timestamps.put(next(((i, t) for p, i, t in reversed(self._decoded) if p == pts), (index, time_s)))
+                    self._timestamps.put((index, time_s, shot))
+            else:  # a sampled frame: its source index is the one showinfo_1 gave the latest frame with its pts
+                self._timestamps.put(next(((i, t, s) for p, i, t, s in reversed(self._decoded) if p == pts),
+                                          (index, time_s, shot)))
+        elif cut := SCENE_CUT.search(line):
+            self.cuts_s.append(float(cut[1]))
         elif DECODE_ERROR.search(line.replace(self._path_text, "")):  # "corrupt.mp4" is no decoder error
             self.decode_errors += 1
 
@@ -122,12 +134,13 @@ class VideoReader:
                 pixels = np.empty(shape, np.uint8)
                 if not self._read_exactly(pixels):
                     break
-                index, time_s = self._timestamps.get(timeout=self.stall_timeout_s)
+                index, time_s, shot = self._timestamps.get(timeout=self.stall_timeout_s)
                 time_s = time_s if math.isfinite(time_s) else index / float(self.info.fps)
                 if self._i420 and self._sampled:  # every frame is analysed: convert here, beside the detector
-                    self._put(Frame(index, time_s, np.asarray(cv2.cvtColor(pixels, cv2.COLOR_YUV2RGB_I420), np.uint8)))
+                    rgb = np.asarray(cv2.cvtColor(pixels, cv2.COLOR_YUV2RGB_I420), np.uint8)
+                    self._put(Frame(index, time_s, rgb, shot=shot))
                 else:  # frames for the annotated video stay I420 until something needs RGB
-                    self._put(Frame(index, time_s, pixels, is_i420=self._i420))
+                    self._put(Frame(index, time_s, pixels, is_i420=self._i420, shot=shot))
             self._put(None)
         except BaseException as exc:  # handed to the consumer, which raises it
             self._put(exc)

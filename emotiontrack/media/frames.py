@@ -47,6 +47,7 @@ class FrameSource:
         self.info, self._live = info, live
         self.frames_read = 0  # frames (or stills) decoded, passed on or not
         self.decode_errors = 0
+        self.cuts_s: list[float] = []  # shot cuts found, once the frames are read
         # Without a sink that wants every frame, ffmpeg drops the unanalysed ones: at 25 fps and 2 analysed a
         # second, 1 frame in 12 crosses the pipe.
         self._reader = None if info.is_stills or live else VideoReader(info, None if keep_all else sample_fps,
@@ -76,7 +77,7 @@ class FrameSource:
             raise InputError(f"{self.info.path}: none of its images could be read")
         reader = self._reader if self._reader is not None else self._live
         if reader is not None:  # it also counts the frames ffmpeg dropped
-            self.frames_read, self.decode_errors = reader.frames_read, reader.decode_errors
+            self.frames_read, self.decode_errors, self.cuts_s = reader.frames_read, reader.decode_errors, reader.cuts_s
             if on_frames and not self._live:
                 on_frames(reader.frames_read - done)
 

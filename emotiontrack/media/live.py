@@ -28,7 +28,7 @@ import numpy as np
 
 from emotiontrack.config import LiveOptions
 from emotiontrack.errors import InputError
-from emotiontrack.media.decode import DECODE_ERROR, SHOWINFO
+from emotiontrack.media.decode import DECODE_ERROR, SCENE_CUT, SCENE_THRESHOLD, SHOWINFO
 from emotiontrack.media.frames import FrameSampler
 from emotiontrack.media.tools import StderrTail, ffmpeg_path, pipe, start
 from emotiontrack.types import Frame, VideoInfo
@@ -63,6 +63,8 @@ class LiveReader:
         self.skipped = 0  # analysed frames skipped because the analysis was behind
         self.dropped = 0  # other frames (drawn in the annotated video only) skipped for the same reason
         self.ended_by = ""
+        self.cuts_s: list[float] = []  # shot cuts (a reconnection is one too), on the capture's clock
+        self._shot = 0
         self.started_at: datetime.datetime | None = None  # UTC wall clock when the first frame arrived
         self._first_arrival = math.nan  # its time.monotonic()
         self._sampler = FrameSampler(sample_fps if keep_all else 0)  # without keep_all ffmpeg samples
@@ -151,8 +153,8 @@ class LiveReader:
             self._changed.notify_all()
 
     def _command(self) -> list[str]:
-        # showinfo_0 sees every decoded frame (the filter's number is its place in the chain)
-        filters = ["showinfo=checksum=0"]
+        # scdet finds shot cuts on every decoded frame, showinfo_1 numbers each (its number is its place)
+        filters = [f"scdet=threshold={SCENE_THRESHOLD}", "showinfo=checksum=0"]
         if self._info is not None:  # a reconnection keeps the first connection's frame size
             filters.append(f"scale={self._info.width}:{self._info.height}")
         else:  # I420 needs even sides: an odd last row or column is left out
@@ -187,7 +189,7 @@ class LiveReader:
                 self._info = VideoInfo(Path(self.name), width, height, fps, math.nan, None, url=self.url)
             self._changed.notify_all()
 
-    def _arrived(self, frame_index: int, pts_time: float, pixels: np.ndarray, offset_s: float) -> bool:
+    def _arrived(self, frame_index: int, pts_time: float, pixels: np.ndarray, offset_s: float, shot: int) -> bool:
         """Queue a frame that came from ffmpeg; False once `duration_s` is reached."""
         now = time.monotonic()
         if self.started_at is None:
@@ -195,7 +197,10 @@ class LiveReader:
         time_s = offset_s + pts_time
         if self.options.duration_s is not None and time_s >= self.options.duration_s:
             return False
-        frame = Frame(frame_index, time_s, pixels, is_i420=True, arrived_s=now)
+        if shot != self._shot:
+            self._shot = shot
+            self.cuts_s.append(time_s)
+        frame = Frame(frame_index, time_s, pixels, is_i420=True, arrived_s=now, shot=shot)
         analysed = self._sampler.take(time_s)
         with self._changed:
             self._anchor = max(self._anchor, now - time_s)
@@ -237,8 +242,12 @@ class _Connection:
         self.fps = Fraction(25)
         self.header = threading.Event()
         self.ended_by = ""
-        self._timestamps: deque[tuple[int, float]] = deque()  # (index, time) of frames whose bytes are on their way
-        self._decoded: deque[tuple[str, int]] = deque(maxlen=256)  # (pts, index) of the latest decoded frames
+        self.cuts_s: list[float] = []  # shot cuts (a reconnection is one too), on the capture's clock
+        self._shot = 0
+        self._timestamps: deque[tuple[int, float, int]] = deque()  # (index, time, shot) of frames on their way
+        self._decoded: deque[tuple[str, int, int]] = deque(maxlen=256)  # (pts, index, shot) of the latest frames
+        # A new connection starts a new shot; scdet's cuts within it add to that.
+        self.shot = capture._shot + (1 if capture.frames_read else 0)
         self._got_timestamp = threading.Condition()
         self.last_data = time.monotonic()
         self.proc = start(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -250,17 +259,20 @@ class _Connection:
             self.last_data = time.monotonic()
             stage, pts = int(match[1]), match[3]
             time_s = math.nan if pts == "NOPTS" else float(match[4])
-            if stage == 0:  # every decoded frame: its index in the capture
+            if stage == 1:  # every decoded frame: its index in the capture
                 self.capture.frames_read += 1
-                index = self.capture.frames_read - 1
-                if not self.capture.keep_all:  # remembered for the frames `select` passes on (showinfo_2)
-                    self._decoded.append((pts, index))
+                index, shot = self.capture.frames_read - 1, self.shot
+                if not self.capture.keep_all:  # remembered for the frames `select` passes on (showinfo_4)
+                    self._decoded.append((pts, index, shot))
                     return
             else:
-                index = next((i for p, i in reversed(self._decoded) if p == pts), self.capture.frames_read - 1)
+                index, shot = next(((i, s) for p, i, s in reversed(self._decoded) if p == pts),
+                                   (self.capture.frames_read - 1, self.shot))
             with self._got_timestamp:
-                self._timestamps.append((index, time_s))
+                self._timestamps.append((index, time_s, shot))
                 self._got_timestamp.notify()
+        elif SCENE_CUT.search(line):
+            self.shot += 1
         elif self.size is None and (size := _OUTPUT_SIZE.search(line)):
             self.size = (int(size[1]), int(size[2]))
             self.header.set()
@@ -284,13 +296,14 @@ class _Connection:
                 return
             with self._got_timestamp:  # showinfo's line may come a moment after the frame's bytes
                 self._got_timestamp.wait_for(lambda: bool(self._timestamps), timeout=5)
-                index, time_s = self._timestamps.popleft() if self._timestamps else (self.capture.frames_read, math.nan)
+                index, time_s, shot = (self._timestamps.popleft() if self._timestamps
+                                       else (self.capture.frames_read, math.nan, self.shot))
             if not math.isfinite(time_s):
                 time_s = self.frames / float(self.fps)
             if math.isnan(offset_s):
                 offset_s = self.capture._offset_s()
             self.frames += 1
-            if not self.capture._arrived(index, time_s, pixels, offset_s):
+            if not self.capture._arrived(index, time_s, pixels, offset_s, shot):
                 self.ended_by = "duration"
                 self.proc.terminate()
                 return

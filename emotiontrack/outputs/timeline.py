@@ -86,6 +86,7 @@ def timeline_metadata(result: VideoResult, config: AnalyzeConfig, model_sha256: 
         "decode_errors": result.decode_errors,
         "settings": config.settings(),
         "precision": result.precision,  # what --precision auto chose on this machine
+        "cuts_s": [round(t, 3) for t in result.cuts_s],  # shot cuts: no face id spans one
     }
     if result.live is not None:  # a live capture: when it started (UTC), how it went, how late rows came
         facts["started_at"] = result.live.get("started_at")

@@ -13,6 +13,9 @@ Glossary:
   grouped into chunks), and at stills. Besides, any frame where following missed an expected face (hidden,
   turned away, gone) gets a whole-frame look, so that a face that reappears elsewhere is found as soon as
   with a whole-frame look at every frame, while its track still accepts it.
+- *shot cut*: the source cuts to another shot between two analysed frames (`Frame.shot` changes; ffmpeg's
+  scdet finds cuts on every decoded frame, media/decode.py). Every track ends there, and the first frame of
+  the new shot gets a whole-frame look: a face is never followed, nor linked, across a cut.
 """
 
 from __future__ import annotations
@@ -34,14 +37,18 @@ class FaceFinder:
     def __init__(self, detector: Detector, tracker: FaceTracker, every_s: float):
         self.detector, self.tracker, self.every_s = detector, tracker, every_s
         self._last_full_s = -math.inf
+        self._looked_shot = self._tracked_shot = 0  # the shot of the latest frame scheduled, and tracked
 
     def find(self, frames: Sequence[Frame], times: StageTimes) -> list[Faces]:
         """The tracked faces of each frame (frames in time order, across calls)."""
-        due = [self._full_look_due(frame.time_s) for frame in frames]
+        due = [self._full_look_due(frame) for frame in frames]
         with times.measure("detect"):
             full = iter(self.detector.detect([f for f, d in zip(frames, due) if d]))  # batched: pays on a GPU
         tracked = []
         for frame, is_due in zip(frames, due):
+            if frame.shot != self._tracked_shot:
+                self.tracker.end_tracks()
+                self._tracked_shot = frame.shot
             with times.measure("detect"):
                 faces = self._look(frame, next(full) if is_due else None)
             with times.measure("track"):
@@ -58,9 +65,10 @@ class FaceFinder:
             full_look = self.detector.detect([frame])[0]  # of due looks stays as it was: see the glossary)
         return look_again(frame, full_look, expected, self.detector)
 
-    def _full_look_due(self, time_s: float) -> bool:
-        if not math.isfinite(time_s) or time_s - self._last_full_s >= self.every_s - 1e-6:
-            self._last_full_s = time_s
+    def _full_look_due(self, frame: Frame) -> bool:
+        new_shot, self._looked_shot = frame.shot != self._looked_shot, frame.shot
+        if new_shot or not math.isfinite(frame.time_s) or frame.time_s - self._last_full_s >= self.every_s - 1e-6:
+            self._last_full_s = frame.time_s
             return True
         return False
 

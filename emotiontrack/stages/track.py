@@ -62,6 +62,10 @@ class FaceTracker:
         live = [t for t in self._tracks if 0 < time_s - t.time_s <= self.max_gap_s]
         return np.stack([t.predict(time_s) for t in live]) if live else np.empty((0, 4))
 
+    def end_tracks(self) -> None:
+        """A shot cut: no face after it continues a track from before it (the ids go on counting)."""
+        self._tracks = []
+
     def update(self, faces: Faces) -> Faces:
         """The frame's faces with `track_id` set: linked to the live tracks, new ids for the others."""
         time_s = faces.time_s
