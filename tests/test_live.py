@@ -88,7 +88,8 @@ def test_a_stream_that_ends_is_published_with_its_parts(tmp_path, live_clip, ffm
     assert proc.returncode == 0, stderr
     assert seen_while_running is not None  # rows were readable before the stream ended
     timeline = pd.read_parquet(folder / "timeline.parquet")
-    assert timeline.face_id.nunique() >= 2 and timeline.time_s.max() > 6.0
+    # the last ~1 s of a stream that stops may stay in ffmpeg, stopped from outside after --stall-s
+    assert timeline.face_id.nunique() >= 2 and timeline.time_s.max() > 5.0
     facts = metadata(folder / "timeline.parquet")
     live = json.loads(facts["live"])
     assert live["ended_by"] == "no video for 3 s" and facts["source"] == f"udp://127.0.0.1:{port}"
@@ -127,13 +128,13 @@ def test_the_first_signal_stops_and_publishes_the_second_aborts(tmp_path, live_c
 
 
 def test_duration_ends_the_capture_and_reconnect_goes_on_after_a_drop(tmp_path, live_clip, ffmpeg, tiny_model):
-    """With --reconnect the sender stops and comes back: one timeline, its time going on across the drop,
-    until --duration seconds of video."""
+    """With --reconnect the sender stops for 4 s and comes back: one timeline, its time going on across the
+    drop (a new shot), until --duration seconds of video."""
     port, out = free_port(), tmp_path / "out"
-    proc = capture(port, out, "--model", tiny_model, "--no-video", "--reconnect", "--stall-s", 2, "--duration", 14)
+    proc = capture(port, out, "--model", tiny_model, "--no-video", "--reconnect", "--stall-s", 2, "--duration", 16)
     time.sleep(1.5)
     stream(ffmpeg, live_clip, port).wait()
-    time.sleep(2)
+    time.sleep(4)
     stream(ffmpeg, live_clip, port).wait()
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
@@ -141,7 +142,8 @@ def test_duration_ends_the_capture_and_reconnect_goes_on_after_a_drop(tmp_path, 
     live = json.loads(metadata(path)["live"])
     assert live["reconnects"] >= 1 and live["ended_by"] == "duration"
     times = pd.read_parquet(path).time_s
-    assert times.max() < 14 and times.max() > 11 and times.is_monotonic_increasing
+    assert 13 < times.max() < 16 and times.is_monotonic_increasing
+    assert any(10 < cut < 14 for cut in json.loads(metadata(path)["cuts_s"]))  # the drop is a cut
 
 
 def test_no_video_is_one_line_and_leaves_nothing(tmp_path, tiny_model):

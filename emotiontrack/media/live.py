@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 UDP_FIFO_PACKETS = 500_000  # ffmpeg's UDP receive queue, in 188-byte packets (~94 MB: minutes of a camera stream)
 STARTUP_BYTES = 512 * 2**20  # decoded frames held while the analysis works off the start-up backlog, at most
 PROBE_US = "1000000"  # how much of the source ffmpeg reads to learn its streams (default 5 s): the start's delay
+EXIT_WAIT_S = 3.0  # how long ffmpeg may take to end once asked to
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # waits between reconnection attempts
 _OUTPUT_SIZE = re.compile(r"Stream #\d+:\d+.*: Video: rawvideo.*?, (\d+)x(\d+)")
 _INPUT_FPS = re.compile(r"Stream #\d+:\d+.*: Video: .*?([\d.]+)k? (?:fps|tbr)")
@@ -242,8 +243,6 @@ class _Connection:
         self.fps = Fraction(25)
         self.header = threading.Event()
         self.ended_by = ""
-        self.cuts_s: list[float] = []  # shot cuts (a reconnection is one too), on the capture's clock
-        self._shot = 0
         self._timestamps: deque[tuple[int, float, int]] = deque()  # (index, time, shot) of frames on their way
         self._decoded: deque[tuple[str, int, int]] = deque(maxlen=256)  # (pts, index, shot) of the latest frames
         # A new connection starts a new shot; scdet's cuts within it add to that.
@@ -326,7 +325,11 @@ class _Connection:
             reader.join(5)
             if reader.is_alive():
                 self.proc.kill()
-        self.proc.wait()
+        try:  # ffmpeg ends on SIGTERM, unless it is stuck writing frames nobody reads any more
+            self.proc.wait(EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         self.stderr.join(timeout=5)
         if self.ended_by:
             return self.ended_by
