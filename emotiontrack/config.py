@@ -10,6 +10,7 @@ from pathlib import Path
 DEFAULT_MODEL_NAME = "emotiontrack.keras"
 CROPS = ("aligned", "box")  # how faces are cropped for the classifier (AnalyzeConfig.crop)
 PRECISIONS = ("auto", "fp32", "bf16", "int8")  # the CNN's arithmetic (AnalyzeConfig.precision, model/predictor.py)
+CALIBRATION_FACES = 2048  # training faces whose activations set the int8 ranges (`emotiontrack quantize`)
 
 
 def default_model_path() -> Path:

@@ -74,3 +74,13 @@ def test_the_command_lines_handlers_leave_ignored_signals_ignored(sigint_ignored
         assert signal.getsignal(signal.SIGTERM) is not saved_term  # not ignored: handled
     finally:
         signal.signal(signal.SIGTERM, saved_term)
+
+
+def test_building_the_command_line_imports_no_torch():
+    """Parsing answers at once (--help, option errors) and a live capture's ffmpeg starts ~0.5 s in."""
+    import subprocess
+    import sys
+
+    code = "import sys; from emotiontrack.cli.main import build_parser; build_parser(); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -12,8 +12,7 @@ from emotiontrack.cli.signals import clean_up_on_signals
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from emotiontrack.config import default_model_path
-    from emotiontrack.model.int8 import CALIBRATION_FACES
+    from emotiontrack.config import CALIBRATION_FACES, default_model_path
 
     p = sub.add_parser("quantize", help="calibrate a model for int8 inference (AVX2 CPUs)",
                        description="Measure each layer's activation range on training faces and write "

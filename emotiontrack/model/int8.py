@@ -36,13 +36,13 @@ try:
 except ImportError:  # a later torch without eager-mode quantization
     tq = None  # type: ignore[assignment]
 
+from emotiontrack.config import CALIBRATION_FACES
 from emotiontrack.errors import ModelError
 from emotiontrack.files import write_text
 from emotiontrack.model.torchnet import EmotionNet, FlattenChannelsLast, Rescale
 
 ENGINE = "onednn"
 SIDECAR_SUFFIX = ".int8.json"
-CALIBRATION_FACES = 2048  # training faces whose activations set the ranges
 
 
 class _Int8Body(nn.Module):
