@@ -138,7 +138,7 @@ def main() -> None:
         scores["live"] = score_timeline(timeline, truth, slots, validation.classes, 2.0)
         facts = json.loads(pq.read_schema(Path(live["folder"]) / "timeline.parquet").metadata[b"live"])
         stopped = stopped_by_ctrl_c(clip, work)
-    isa = "AMX/AVX512-BF16" if cpu_has_bf16() else "AVX2 (float32)"
+    isa = "AMX/AVX512-BF16 (CNN in bf16)" if cpu_has_bf16() else "AVX2 (CNN in int8)"
     command = "python benchmarks/live.py " + " ".join(sys.argv[1:])
     lines = ["# Live capture: a clip streamed in real time over UDP", "", f"Command: `{command.strip()}`", "",
              f"{args.seconds:.0f} s FER2013 composite (seed {args.seed}), 1280x720, 25 fps, sent with `ffmpeg -re -c copy -f "
