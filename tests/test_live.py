@@ -132,18 +132,22 @@ def test_duration_ends_the_capture_and_reconnect_goes_on_after_a_drop(tmp_path, 
     drop (a new shot), until --duration seconds of video."""
     port, out = free_port(), tmp_path / "out"
     proc = capture(port, out, "--model", tiny_model, "--no-video", "--reconnect", "--stall-s", 2, "--duration", 16)
-    time.sleep(1.5)
-    stream(ffmpeg, live_clip, port).wait()
-    time.sleep(4)
-    stream(ffmpeg, live_clip, port).wait()
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        time.sleep(1.5)
+        stream(ffmpeg, live_clip, port).wait()
+        time.sleep(4)
+        stream(ffmpeg, live_clip, port).wait()
+        _, stderr = proc.communicate(timeout=60)
+    finally:  # a capture that reconnects waits for ever: never leave one behind
+        proc.kill()
     assert proc.returncode == 0, stderr
     path = out / f"udp-127.0.0.1-{port}" / "timeline.parquet"
     live = json.loads(metadata(path)["live"])
     assert live["reconnects"] >= 1 and live["ended_by"] == "duration"
     times = pd.read_parquet(path).time_s
     assert 13 < times.max() < 16 and times.is_monotonic_increasing
-    assert any(10 < cut < 14 for cut in json.loads(metadata(path)["cuts_s"]))  # the drop is a cut
+    cuts = json.loads(metadata(path)["cuts_s"])
+    assert any(8 < cut < 16 for cut in cuts), cuts  # the drop is a cut: after the first stream, at the second one's first frame
 
 
 def test_no_video_is_one_line_and_leaves_nothing(tmp_path, tiny_model):
